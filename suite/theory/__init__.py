@@ -1,0 +1,6 @@
+"""Closed forms that theory checks compare with; each registers itself in :data:`THEORIES`."""
+
+from suite.theory import planted as _planted  # noqa: F401  (registers planted_product_rank)
+from suite.theory.registry import THEORIES, Prediction, register_theory
+
+__all__ = ["THEORIES", "Prediction", "register_theory"]
