@@ -158,7 +158,7 @@ def _compare_and_report(loaded, cases, run, args) -> int:
 
     spec = loaded.spec
     baselines = load_baselines(baseline_path(Path(args.baselines_dir), spec.name), spec.name)
-    comparison = compare_run(cases, run, baselines)
+    comparison = compare_run(cases, run, baselines, spec.timing)
     atomic_write_text(run.verdicts_path, json.dumps([v.to_json() for v in comparison.verdicts], indent=1, default=str) + "\n")
     code = exit_code(comparison)
     if not getattr(args, "no_report", False):
@@ -248,6 +248,42 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from suite.bench import PAIRS, run_pair
+    from suite.runner.environment import device_class, provenance, resolve_device
+    from suite.runner.store import atomic_write_text
+
+    names = PAIRS.names(args.pattern)
+    if not names:
+        print(f"no benchmark pair matches {args.pattern!r}; known: {', '.join(PAIRS.names())}", file=sys.stderr)
+        return EXIT_EMPTY
+    device = resolve_device(args.device)
+    results = []
+    for name in names:
+        for size in args.size or ["default"]:
+            print(f"{name} [{size}] on {device} ...", file=sys.stderr)
+            results.append(run_pair(name, device, size, rounds=args.rounds))
+    rows = [
+        [r.name, r.size, r.device, f"{r.ours.median_s:.4f}", f"{r.reference.median_s:.4f}", f"{r.speedup:.2f}x",
+         "-" if r.target is None else f">= {r.target:g}x", {None: "-", True: "met", False: "MISSED"}[r.met]]
+        for r in results
+    ]
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers=["pair", "size", "device", "ours s", "reference s", "speed-up", "target", ""], tablefmt="github"))
+    if args.output:
+        out = Path(args.output)
+        if out.suffix != ".json":
+            out = out / f"bench-{device_class(device)}.json"
+        payload = {"date": _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()), "rounds": args.rounds,
+                   "machine": provenance(device), "results": [r.to_json() for r in results]}
+        atomic_write_text(out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -309,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--spec", help="spec file (default: the one the run recorded)")
         paths(p)
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser("bench", help="time ours vs the naive reference of each benchmark pair, in one process")
+    p.add_argument("pattern", nargs="?", help="fnmatch filter on pair names")
+    p.add_argument("--size", action="append", help="problem size(s) the pair understands (default: default)")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per side (median reported)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--output", "-o", help="JSON file or folder for the results (e.g. benchmarks/results)")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("baseline", help="manage baselines")
     bsub = p.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)

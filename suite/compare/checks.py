@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from suite.compare.registry import CheckContext, Verdict, register_check
 from suite.compare.tolerance import ExactTolerance, Tolerance, describe, mismatches
@@ -94,15 +94,19 @@ class TheoryCheck(CheckParams):
     expected_key: str | None = Field(None, description="Key of the metric's values holding the prediction.")
     tolerance: Tolerance = Field(default_factory=ExactTolerance)
 
+    @field_validator("theory")
+    @classmethod
+    def _known_theory(cls, name: str | None) -> str | None:
+        from suite.theory import THEORIES
+
+        if name is not None and name not in THEORIES:
+            raise ValueError(THEORIES.unknown_message(name))
+        return name
+
     @model_validator(mode="after")
     def _one_source(self) -> TheoryCheck:
         if (self.theory is None) == (self.expected_key is None):
             raise ValueError("a theory check needs exactly one of theory: <name> or expected_key: <key>")
-        if self.theory is not None:
-            from suite.theory import THEORIES
-
-            if self.theory not in THEORIES:
-                raise ValueError(THEORIES.unknown_message(self.theory))
         return self
 
 

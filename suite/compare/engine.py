@@ -59,7 +59,32 @@ def exit_code(comparison: Comparison) -> int:
     return EXIT_OK
 
 
-def _case_verdicts(case: Case, rec: dict[str, Any] | None, entry: BaselineEntry | None) -> list[Verdict]:
+def timing_verdict(case: Case, time_s: float | None, baseline_s: float | None, policy: Any, device_class: str) -> Verdict | None:
+    """A ``timing`` verdict when the metric took more than ``policy.factor`` x its baseline time.
+
+    Cases faster than ``policy.min_seconds`` are never flagged (timer noise). Status ``warn`` unless the
+    spec sets ``timing: {fail: true}``. ``None`` when there is nothing to compare or no regression.
+    """
+    if time_s is None or not baseline_s or time_s < policy.min_seconds:
+        return None
+    ratio = time_s / baseline_s
+    if ratio <= policy.factor:
+        return None
+    return Verdict(
+        case.id,
+        "timing",
+        "fail" if policy.fail else "warn",
+        round(time_s, 4),
+        round(baseline_s, 4),
+        f"<= {policy.factor:g}x",
+        f"{ratio:.2f}x slower than the baseline timing on {device_class} ({time_s:.3f} s vs {baseline_s:.3f} s)",
+        {"ratio": round(ratio, 3)},
+    )
+
+
+def _case_verdicts(
+    case: Case, rec: dict[str, Any] | None, entry: BaselineEntry | None, timing_policy: Any = None
+) -> list[Verdict]:
     if rec is None:
         return [Verdict(case.id, "run", "error", reason="no result in this run (interrupted?); rerun to resume")]
     if rec["status"] == "error":
@@ -90,18 +115,26 @@ def _case_verdicts(case: Case, rec: dict[str, Any] | None, entry: BaselineEntry 
         baseline_time_s=base_time,
     )
     verdicts = [CHECKS.get(check.kind).fn(check, ctx) for check in case.checks]
+    if timing_policy is not None and rec.get("reused_from") is None and state == "ok":
+        slow = timing_verdict(case, rec.get("time_s"), base_time, timing_policy, dclass)
+        if slow is not None:
+            verdicts.append(slow)
     return verdicts or [Verdict(case.id, "run", "pass", reason="computed; the metric declares no checks")]
 
 
-def compare_run(cases: list[Case], run: RunDir, baselines: BaselineFile) -> Comparison:
-    """Verdicts of every case of ``cases`` (those the run was asked to compute) against ``baselines``."""
+def compare_run(cases: list[Case], run: RunDir, baselines: BaselineFile, timing_policy: Any = None) -> Comparison:
+    """Verdicts of every case of ``cases`` (those the run was asked to compute) against ``baselines``.
+
+    With a ``timing_policy`` (the spec's ``timing:``), freshly computed cases are also compared with their
+    baseline timing (see :func:`timing_verdict`); results reused from the cache are not timed again.
+    """
     latest = run.latest()
     comparison = Comparison(run.id)
     for case in cases:
         rec = latest.get(case.id)
         if rec is not None:
             comparison.records[case.id] = rec
-        comparison.verdicts.extend(_case_verdicts(case, rec, baselines.cases.get(case.id)))
+        comparison.verdicts.extend(_case_verdicts(case, rec, baselines.cases.get(case.id), timing_policy))
     return comparison
 
 

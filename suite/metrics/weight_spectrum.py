@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from suite.errors import MetricError
-from suite.linalg.rank import FengRule, RankRule, effective_rank, rank_from_singular_values, stable_rank
+from suite.linalg.rank import FengRule, RankRule, effective_rank, rank_from_singular_values, singular_values, stable_rank
 from suite.metrics.registry import MetricContext, register_metric
 from suite.spec.base import SpecModel
 
@@ -125,8 +125,7 @@ def weight_spectrum(
         by_shape[(w.shape[0], w.shape[1])].append(i)
     sigmas: list[torch.Tensor] = [torch.empty(0)] * len(maps)
     for idx in by_shape.values():
-        batch = torch.stack([maps[i][2] for i in idx]).to(ctx.device, torch.float64)
-        values = torch.linalg.svdvals(batch).cpu()
+        values = singular_values(torch.stack([maps[i][2] for i in idx]).to(ctx.device)).cpu()
         for j, i in enumerate(idx):
             sigmas[i] = values[j]
     out: dict[str, list[Any]] = defaultdict(list)

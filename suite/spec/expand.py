@@ -136,7 +136,8 @@ def reference_errors(spec: Any) -> list[tuple[tuple, str]]:
 def expand_cases(spec: Any) -> list[Case]:
     """All cases of ``spec`` in a stable order: matrix cases (filtered by include/exclude), then explicit.
 
-    Data-free metrics collapse the dataset axis to ``none``; a combination produced twice appears once.
+    Data-free metrics collapse the dataset axis to ``none`` (include/exclude patterns match that id, as
+    in the case id); a combination produced twice appears once.
     """
     from suite.metrics import METRICS
 
@@ -159,6 +160,9 @@ def expand_cases(spec: Any) -> list[Case]:
         chosen[case_id] = Case(case_id, model, dataset, metric, seed, spec.defaults.dtype, digest)
 
     for _, triple in _triples(spec):
+        model_id, dataset_id, metric_id = triple
+        if not METRICS.get(metrics[metric_id].kind).needs_data:
+            triple = (model_id, NO_DATA, metric_id)  # filters see the dataset id of the case id
         if spec.cases.include and not any(_matches(p, triple) for p in spec.cases.include):
             continue
         if any(_matches(p, triple) for p in spec.cases.exclude):

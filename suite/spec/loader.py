@@ -231,17 +231,33 @@ def load_spec_text(text: str, name: str = "<string>") -> LoadedSpec:
             ) from None
 
 
+_TAG_KEYS = ("kind", "source", "name", "rule")  # discriminators whose values pydantic puts in error locations
+
+
 def _data_path(data: Any, loc: tuple) -> tuple:
-    """Map a pydantic error location onto a path in ``data``, skipping union tags and validator names."""
+    """Map a pydantic error location onto a path in ``data``, skipping union tags and validator names.
+
+    A union tag (``theory`` in ``metrics.0.checks.1.theory.tolerance``) can equal a real key of the
+    entry (the ``theory:`` field of a theory check), so a part equal to the value of one of the entry's
+    discriminator keys is taken as the tag, once per discriminator, before it is taken as a key.
+    """
     path: list[Any] = []
     node = data
+    used: set[str] = set()
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        tag = None
+        if isinstance(node, dict) and isinstance(part, str):
+            tag = next((k for k in _TAG_KEYS if k not in used and node.get(k) == part), None)
+        if tag is not None and (tag != "name" or node.get("source") == "builtin"):
+            used.add(tag)
+        elif isinstance(node, dict) and part in node:
             node = node[part]
             path.append(part)
+            used = set()
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
             path.append(part)
+            used = set()
     return tuple(path)
 
 
@@ -253,7 +269,13 @@ def _locate(positions: dict[tuple, Pos], path: tuple, message: str, default_file
     return ErrorLocation(pos.file, pos.line, pos.col, message)
 
 
-_WHAT = {"models": "model source", "datasets": "dataset kind", "metrics": "metric kind", "checks": "check kind"}
+_WHAT = {
+    "models": "model source",
+    "datasets": "dataset kind",
+    "metrics": "metric kind",
+    "checks": "check kind",
+    "tolerance": "tolerance kind",
+}
 
 
 def _message(err: dict[str, Any], path: tuple, data: Any) -> str:
@@ -265,8 +287,11 @@ def _message(err: dict[str, Any], path: tuple, data: Any) -> str:
         valid = [t.strip().strip("'") for t in str(ctx.get("expected_tags") or ctx.get("expected", "")).replace(" or ", ",").split(",")]
         section = next((p for p in reversed(path) if isinstance(p, str) and p in _WHAT), None)
         what = _WHAT.get(section, "kind")
-        if err["loc"][-1] == "name" or str(ctx.get("discriminator", "")).strip("'") == "name":
+        disc = str(ctx.get("discriminator", "")).strip("'")
+        if err["loc"][-1] == "name" or disc == "name":
             what = "builtin net"
+        elif err["loc"][-1] == "rule" or disc == "rule":
+            what = "rank rule"
         return f"{where}: {unknown_name_message(what, str(tag), [v for v in valid if v])}"
     if kind == "union_tag_not_found":
         disc = str(err.get("ctx", {}).get("discriminator", "kind")).strip("'")
@@ -332,18 +357,15 @@ def _allowed_keys(model: Any, loc: tuple, data: Any) -> list[str]:
             s = defs[s["$ref"].split("/")[-1]]
         return s
 
-    for part in loc[:-1]:
+    for part in _data_path(data, loc[:-1]):  # real keys and indices only; union tags resolve through the data
         node = deref(node)
-        if isinstance(node_data, dict) and part in node_data:
-            node_data = node_data[part]
-        elif isinstance(node_data, list) and isinstance(part, int) and part < len(node_data):
-            node_data = node_data[part]
-        else:
-            continue  # a union tag: resolved below through the data itself
+        node_data = node_data[part]
         if isinstance(part, int):
             node = deref(node.get("items", {}))
         else:
             node = deref(node.get("properties", {}).get(part, {}))
+            if isinstance(node_data, dict) and node.get("type") == "array":  # one mapping given for a list
+                node = deref(node.get("items", {}))
         node = _pick_variant(node, node_data, deref)
     node = _pick_variant(deref(node), node_data, deref)
     return list(node.get("properties", {})) if isinstance(node, dict) else []

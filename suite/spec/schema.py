@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 
 from suite.spec.base import Id, SpecModel
 
-__all__ = ["CasePattern", "CaseRef", "Cases", "Defaults", "Matrix", "spec_json_schema", "spec_model"]
+__all__ = ["CasePattern", "CaseRef", "Cases", "Defaults", "Matrix", "TimingPolicy", "spec_json_schema", "spec_model"]
 
 NO_DATA = "none"  # dataset id of data-free cases (metrics with needs_data=False)
 
@@ -40,6 +40,14 @@ class Defaults(SpecModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     seed: int = Field(0, ge=0, description="Seed for python, numpy and torch, set before every case.")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype models are built in.")
+
+
+class TimingPolicy(SpecModel):
+    """When a case's metric time counts as a regression against its baseline timing (same device class)."""
+
+    factor: float = Field(1.5, gt=1.0, description="Flag a case slower than factor x its baseline time.")
+    min_seconds: float = Field(0.05, ge=0.0, description="Never flag cases faster than this (timer noise).")
+    fail: bool = Field(False, description="A regression fails the run (exit 1) instead of warning.")
 
 
 class Matrix(SpecModel):
@@ -185,6 +193,7 @@ def spec_model() -> type[SpecModel]:
         description=(str | None, None),
         include=(list[str], Field(default_factory=list, description="Spec files merged before this one.")),
         defaults=(Defaults, Field(default_factory=Defaults)),
+        timing=(TimingPolicy, Field(default_factory=TimingPolicy)),
         models=(list[model], Field(..., min_length=1)),
         datasets=(list[dataset], Field(default_factory=list)),
         metrics=(list[metric], Field(..., min_length=1)),
