@@ -103,13 +103,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
                 rows.append((str(file), f"{loaded.spec.tier}: {loaded.spec.reference}", f"{len(expand_cases(loaded.spec))} cases"))
             except SpecError as exc:
-                rows.append((str(file), "INVALID", str(exc.locations[0])))
+                rows.append((str(file), f"INVALID: {exc.locations[0]}", ""))
     else:
         registry = {"datasets": DATASETS, "metrics": METRICS, "theories": THEORIES, "checks": CHECKS}[args.what]
         rows = [(name, entry.doc, registry.origin(name)) for name, entry in registry.items() if name in registry.names(pattern)]
     width = max((len(r[0]) for r in rows), default=0)
     for name, doc, origin in rows:
-        print(f"{name:<{width}}  {doc}" + (f"  [{origin}]" if args.verbose else ""))
+        shown = origin if (args.verbose or args.what == "specs") else ""
+        print(f"{name:<{width}}  {doc}" + (f"  [{shown}]" if shown else ""))
     return EXIT_OK
 
 
@@ -163,7 +164,7 @@ def _compare_and_report(loaded, cases, run, args) -> int:
     code = exit_code(comparison)
     if not getattr(args, "no_report", False):
         report = Path(args.reports_dir) / f"{spec.name}.md"
-        atomic_write_text(report, render_report(spec, cases, comparison, run.meta()))
+        atomic_write_text(report, render_report(spec, cases, comparison, run.meta(), report.with_suffix("")))
         print(f"report: {report}", file=sys.stderr)
     counts = ", ".join(f"{n} {k}" for k, n in comparison.counts().items() if n)
     print(f"{spec.name}: {counts} (run {run.id}) -> exit {code}")
@@ -369,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ranksuite`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help/--version (0) and usage errors (3) return like every other outcome
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return args.fn(args)
     except SpecError as exc:

@@ -53,7 +53,9 @@ def _check(case, name: str):
     return matches[0]
 
 
-def run_check(case, name: str, values: dict, baseline: dict | None = None, state: str | None = None, source: str = "") -> Verdict:
+def run_check(
+    case, name: str, values: dict, baseline: dict | None = None, state: str | None = None, source: str = ""
+) -> Verdict:
     check = _check(case, name)
     if state is None:
         state = "missing" if baseline is None else "ok"
@@ -266,7 +268,8 @@ def test_tolerance_descriptions_and_nested_mismatches():
     assert describe(AbsTolerance(atol=1e-6)) == "abs 1e-06"
     assert describe(RelTolerance(rtol=0.01, atol=0.5)) == "rel 0.01 + abs 0.5"
     assert mismatches([[1, 2], [3, 4]], [[1, 2], [3, 5]], ExactTolerance()) == ["[1][1]: measured 4, expected 5"]
-    assert mismatches({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.5}, AbsTolerance(atol=0.1)) == ["b: measured 2.0, expected 2.5"]
+    nested = mismatches({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.5}, AbsTolerance(atol=0.1))
+    assert nested == ["b: measured 2.0, expected 2.5"]
     assert mismatches(float("nan"), float("nan"), RelTolerance(rtol=0.1)) == []
     assert mismatches(1.0, float("nan"), RelTolerance(rtol=0.1)) != []
     assert mismatches(0.0, 1e-9, RelTolerance(rtol=0.1, atol=1e-8)) == []
@@ -290,8 +293,10 @@ def test_exit_code_severity():
 
 
 def test_theory_check_needs_exactly_one_source(tmp_path):
-    bad = SPEC.replace("{kind: theory, key: ranks, theory: planted_product_rank, name: planted}",
-                       "{kind: theory, key: ranks, theory: planted_product_rank, expected_key: full_ranks}")
+    bad = SPEC.replace(
+        "{kind: theory, key: ranks, theory: planted_product_rank, name: planted}",
+        "{kind: theory, key: ranks, theory: planted_product_rank, expected_key: full_ranks}",
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(bad, encoding="utf-8")
     with pytest.raises(SpecError, match="exactly one of theory"):

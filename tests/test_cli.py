@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from suite.cli import main
@@ -384,7 +385,7 @@ def test_paper_entry_that_matches_passes(recorded):
     data["cases"][PLANTED] = {
         "case_hash": None,
         "provenance": {"source": "paper", "citation": "planted ranks"},
-        "values": {"default": {"ranks": [2, 3], "stable_ranks": data["cases"][PLANTED]["values"]["default"]["stable_ranks"]}},
+        "values": {"default": {**data["cases"][PLANTED]["values"]["default"], "ranks": [2, 3]}},
     }
     cli.save_baselines(data)
     assert cli.run("r12").code == 0
@@ -397,7 +398,16 @@ def test_paper_entry_that_matches_passes(recorded):
 # ------------------------------------------------------------------------------- the real smoke spec
 
 
-def test_smoke_spec_passes_against_committed_baselines(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two OpenMP threads make LAPACK's SVD many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_smoke_spec_passes_against_committed_baselines(tmp_path, capsys, one_thread):
     cli = Cli(tmp_path, capsys)
     res = cli(
         "run", str(REPO / "specs" / "smoke.yaml"),
@@ -410,3 +420,114 @@ def test_smoke_spec_passes_against_committed_baselines(tmp_path, capsys):
     assert "smoke: 10 pass" in res.out
     report = (tmp_path / "reports" / "smoke.md").read_text(encoding="utf-8")
     assert "**Result: all checks pass** (exit 0)" in report
+
+
+# ------------------------------------------------------------------------------- more commands
+
+
+def test_compare_and_report_commands_reread_a_finished_run(cli):
+    assert cli.run("q1").code == 4
+    assert cli.update("q1").code == 0
+    cli.report.unlink()
+    cmp = cli("compare", "q1", *cli.dirs())
+    assert cmp.code == 0  # the same records, now against the stored baselines
+    assert "clitest: 4 pass (run q1) -> exit 0" in cmp.out
+    assert not cli.report.exists()  # compare writes no report
+    rep = cli("report", "latest", *cli.dirs())
+    assert rep.code == 0
+    assert "`q1`" in cli.report.read_text(encoding="utf-8")
+    verdicts = json.loads((cli.runs / "q1" / "verdicts.json").read_text(encoding="utf-8"))
+    assert {v["status"] for v in verdicts} == {"pass"}
+
+
+def test_baseline_update_skips_crashed_cases_and_records_timing(cli):
+    cli.write(
+        SPEC.replace("metrics:\n", "metrics:\n  - {id: broken, kind: weight_spectrum, params: {layers: ['x']}}\n")
+        .replace("metric: [spectrum]", "metric: [broken, spectrum]")
+    )
+    assert cli.run("u1").code == 2
+    upd = cli.update("u1")
+    assert upd.code == 0
+    assert "skipped    mlp/none/broken" in upd.out
+    assert "no successful result" in upd.out
+    stored = cli.load_baselines()["cases"]
+    assert sorted(stored) == [MLP, PLANTED]
+    record = next(r for r in cli.records("u1") if r["case_id"] == MLP)
+    assert stored[MLP]["timing"] == {"cpu": round(record["time_s"], 6)}
+
+
+def test_worst_exit_code_over_several_specs(cli, tmp_path):
+    from suite.cli import worst
+
+    assert worst([]) == 0
+    assert worst([0, 5]) == 5
+    assert worst([5, 4]) == 4
+    assert worst([4, 1, 0]) == 1
+    assert worst([1, 2]) == 2
+    assert worst([2, 3, 0]) == 3
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(SPEC, encoding="utf-8")  # no baselines yet: 4
+    (folder / "b.yaml").write_text(
+        SPEC.replace("name: clitest", "name: other")
+        .replace("metrics:\n", "metrics:\n  - {id: broken, kind: weight_spectrum, params: {layers: ['x']}}\n")
+        .replace("metric: [spectrum]", "metric: [broken]"),
+        encoding="utf-8",
+    )
+    res = cli("run", str(folder), "--no-progress", *cli.dirs())
+    assert res.code == 2
+    assert "clitest: " in res.out and "-> exit 4" in res.out
+    assert "other: " in res.out and "-> exit 2" in res.out
+    # --tier filters specs: none is a paper spec
+    none = cli("run", str(folder), "--tier", "paper", *cli.dirs())
+    assert none.code == 5
+    assert "no spec selected" in none.err
+
+
+def test_ls_specs_lists_valid_and_invalid(cli, tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "good.yaml").write_text(SPEC, encoding="utf-8")
+    (folder / "bad.yaml").write_text(SPEC.replace("tier: smoke", "tier: smok"), encoding="utf-8")
+    res = cli("ls", "specs", "-v", "--specs-dir", str(folder))
+    assert res.code == 0
+    good = next(line for line in res.out.splitlines() if "good.yaml" in line)
+    assert "smoke: ranksuite CLI tests" in good and "2 cases" in good
+    bad = next(line for line in res.out.splitlines() if "bad.yaml" in line)
+    assert "INVALID" in bad and f"{folder / 'bad.yaml'}:3:" in bad
+    short = cli("ls", "specs", "--specs-dir", str(folder))
+    assert [line.split()[1] for line in short.out.splitlines()] == ["INVALID", "smoke:"]  # sorted: bad, good
+
+
+MISSING_WEIGHTS = """\
+name: missingw
+reference: "missing checkpoint"
+tier: TIER
+defaults: {device: cpu, seed: 0}
+models:
+  - {id: tiny, source: timm, name: test_resnet, weights: /nonexistent/ranksuite-test.pt}
+  - {id: mlp, source: builtin, name: mlp, widths: [8, 6, 4]}
+metrics:
+  - {id: spectrum, kind: weight_spectrum}
+cases:
+  matrix: {model: [tiny, mlp], metric: [spectrum]}
+"""
+
+
+@pytest.mark.parametrize(("tier", "status", "code"), [("smoke", "error", 2), ("paper", "skipped", 0)])
+def test_missing_checkpoint_is_error_or_skipped_by_tier(cli, tier, status, code):
+    cli.write(MISSING_WEIGHTS.replace("TIER", tier))
+    res = cli.run(f"w-{tier}")
+    assert res.code == code, res.out
+    recs = {r["case_id"]: r for r in cli.records(f"w-{tier}")}
+    tiny = recs["tiny/none/spectrum"]
+    assert tiny["status"] == status
+    if status == "error":
+        assert tiny["error"]["type"] == "MissingResource"
+        assert "checkpoint not found: /nonexistent/ranksuite-test.pt" in tiny["error"]["message"]
+    else:
+        assert "checkpoint not found" in tiny["skip_reason"]
+        assert tiny["error"] is None
+    assert recs["mlp/none/spectrum"]["status"] == "ok"
+    verdicts = json.loads((cli.runs / f"w-{tier}" / "verdicts.json").read_text(encoding="utf-8"))
+    assert [v["status"] for v in verdicts if v["case_id"] == "tiny/none/spectrum"] == [status]

@@ -267,7 +267,8 @@ def _planted_net(conv_rank: int = 3, lin_rank: int = 2) -> nn.Module:
         w = torch.randn(8, conv_rank, dtype=F64, generator=g) @ torch.randn(conv_rank, 27, dtype=F64, generator=g)
         conv.weight.copy_(w.reshape(8, 3, 3, 3))
         conv.bias.fill_(100.0)  # biases are ignored
-        lin.weight.copy_(torch.randn(6, lin_rank, dtype=F64, generator=g) @ torch.randn(lin_rank, 10, dtype=F64, generator=g))
+        a, b = torch.randn(6, lin_rank, dtype=F64, generator=g), torch.randn(lin_rank, 10, dtype=F64, generator=g)
+        lin.weight.copy_(a @ b)
     return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), lin)
 
 

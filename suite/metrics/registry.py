@@ -46,6 +46,8 @@ class MetricDef:
         version: bumped when the computation changes; part of the case hash.
         summarize: ``values -> {column: cell}`` for the report's per-metric table.
         details: ``values -> (headers, rows)`` for the report's per-case detail table, or ``None``.
+        plot: ``values -> [(title, matplotlib Figure), ...]`` for the report's per-case figures, or
+            ``None``; the report saves them as PNGs next to the Markdown and links them.
     """
 
     name: str
@@ -56,6 +58,7 @@ class MetricDef:
     summarize: Callable[[dict[str, Any]], dict[str, Any]] | None
     details: Callable[[dict[str, Any]], tuple[list[str], list[list[Any]]]] | None
     doc: str
+    plot: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None
 
 
 METRICS: Registry[MetricDef] = Registry("metric")
@@ -69,13 +72,14 @@ def register_metric(
     name: str | None = None,
     summarize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     details: Callable[[dict[str, Any]], tuple[list[str], list[list[Any]]]] | None = None,
+    plot: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None,
 ):
     """Register ``fn(model, data, params, ctx) -> dict`` as the metric kind ``name`` (default: its name)."""
 
     def wrap(fn):
         key = name or fn.__name__
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METRICS.add(key, MetricDef(key, fn, params, needs_data, version, summarize, details, doc), origin=fn)
+        METRICS.add(key, MetricDef(key, fn, params, needs_data, version, summarize, details, doc, plot), origin=fn)
         return fn
 
     return wrap

@@ -107,7 +107,37 @@ def _details(values: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-@register_metric(WeightSpectrumParams, needs_data=False, version=1, summarize=_summarize, details=_details)
+def _plot(values: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Normalised spectra sigma_i / sigma_1 of every map against i / min(M, N), log scale, with ranks marked."""
+    if not values.get("singular_values"):
+        return []
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    cmap = plt.get_cmap("viridis")
+    n = len(values["singular_values"])
+    for i, (name, sigma, rank, thr) in enumerate(
+        zip(values["layers"], values["singular_values"], values["ranks"], values["thresholds"])
+    ):
+        top = sigma[0] if sigma and sigma[0] > 0 else None
+        if top is None:
+            continue
+        xs = [(k + 1) / len(sigma) for k in range(len(sigma))]
+        ys = [max(v / top, 1e-18) for v in sigma]
+        ax.plot(xs, ys, color=cmap(i / max(n - 1, 1)), lw=1, label=name if n <= 8 else None)
+        ax.axhline(thr / top, color=cmap(i / max(n - 1, 1)), lw=0.5, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("i / min(M, N)")
+    ax.set_ylabel("sigma_i / sigma_1")
+    ax.set_title("singular values per map (dotted: rank threshold); colour = depth")
+    if n <= 8:
+        ax.legend(fontsize=7)
+    return [("normalised singular values per map", fig)]
+
+
+@register_metric(
+    WeightSpectrumParams, needs_data=False, version=1, summarize=_summarize, details=_details, plot=_plot
+)
 def weight_spectrum(
     model: nn.Module, data: None, params: WeightSpectrumParams, ctx: MetricContext
 ) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Weights never come from the network: ``weights:`` is a local checkpoint (``.safetensors`` through
 safetensors, anything else through ``torch.load(weights_only=True)``), and ``pretrained: true`` resolves
-only from the local Hugging Face cache (``HF_HUB_OFFLINE=1``); a missing file raises
+only from the local Hugging Face hub cache or torch hub's checkpoint folder; a missing file raises
 :class:`~suite.errors.MissingResource`, which the runner reports as *skipped* in the ``paper`` tier and
 as an error elsewhere.
 """
@@ -80,6 +80,37 @@ def load_state_dict(path: Path) -> dict:
     return state
 
 
+def cached_pretrained_file(name: str) -> Path | None:
+    """The local file of timm's default pretrained weights for ``name``, or ``None`` when not cached.
+
+    Looks in the Hugging Face hub cache (``hf_hub_id`` of the pretrained config) and in torch hub's
+    ``checkpoints`` folder (``url``); nothing is fetched, so an offline machine answers at once.
+    """
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except (RuntimeError, ValueError, KeyError):
+        return None
+    if cfg is None:
+        return None
+    if getattr(cfg, "hf_hub_id", None):
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in (getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin"):
+            if filename:
+                found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+                if isinstance(found, str) and Path(found).is_file():
+                    return Path(found)
+    if getattr(cfg, "url", None):
+        import torch
+
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 @register_model_source(TimmParams)
 def timm(params: TimmParams, ctx: BuildContext) -> nn.Module:
     """timm model: random init with the case seed, a local checkpoint, or pretrained weights from the local cache."""
@@ -87,14 +118,14 @@ def timm(params: TimmParams, ctx: BuildContext) -> nn.Module:
 
     kwargs = dict(params.kwargs)
     if params.pretrained:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            model = _timm.create_model(params.name, pretrained=True, **kwargs)
-        except Exception as exc:  # huggingface_hub raises several types when offline
+        cached = cached_pretrained_file(params.name)
+        if cached is None:
             raise MissingResource(
-                f"pretrained weights for {params.name!r} are not in the local cache and this machine is offline "
-                f"({type(exc).__name__}: {exc}); download them once into ~/.cache/huggingface or pass weights: <path>"
-            ) from exc
+                f"pretrained weights for {params.name!r} are not in the local cache (Hugging Face hub cache or "
+                f"torch hub checkpoints); ranksuite never downloads. Fetch them once on a connected machine, or "
+                f"pass weights: <path to a local checkpoint>"
+            )
+        model = _timm.create_model(params.name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}, **kwargs)
     else:
         model = _timm.create_model(params.name, pretrained=False, **kwargs)
     if params.weights:

@@ -8,7 +8,10 @@ detail tables folded in ``<details>``. The Markdown is derived from ``results.js
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
@@ -56,8 +59,32 @@ def _verdict_rows(verdicts: list[Verdict]) -> list[list[Any]]:
 _VERDICT_HEADERS = ["case", "check", "status", "expected", "measured", "tolerance", "why"]
 
 
-def render_report(spec: Any, cases: list[Case], comparison: Comparison, meta: dict[str, Any]) -> str:
-    """The Markdown report of one run of ``spec``."""
+def _figures(mdef: Any, case: Case, values: dict[str, Any], figure_dir: Path | None, link_prefix: str) -> list[str]:
+    """Save the metric's figures for one case as PNGs in ``figure_dir`` and return Markdown image links."""
+    if mdef.plot is None or figure_dir is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    links = []
+    for i, (title, fig) in enumerate(mdef.plot(values)):
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{case.id}-{i}") + ".png"
+        tmp = figure_dir / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        os.replace(tmp, figure_dir / name)
+        links.append(f"![{title}]({link_prefix}/{name})")
+    return links
+
+
+def render_report(
+    spec: Any, cases: list[Case], comparison: Comparison, meta: dict[str, Any], figure_dir: Path | None = None
+) -> str:
+    """The Markdown report of one run of ``spec``; figures go to ``figure_dir`` (a folder next to the report)."""
+    link_prefix = figure_dir.name if figure_dir is not None else ""
     counts = comparison.counts()
     code = exit_code(comparison)
     versions = meta.get("versions", {})
@@ -136,6 +163,12 @@ def render_report(spec: Any, cases: list[Case], comparison: Comparison, meta: di
                     lines += [f"- `{v.case_id}` {v.check}: " + "; ".join(f"{k} = {_cell(val, 120)}" for k, val in shown.items())]
             if any(v.details for v in case_verdicts):
                 lines.append("")
+        for case in metric_cases:
+            rec = comparison.records.get(case.id, {})
+            if rec.get("status") == "ok":
+                links = _figures(mdef, case, rec["values"], figure_dir, link_prefix)
+                if links:
+                    lines += [f"**`{case.id}`**", "", *links, ""]
         if mdef.details is not None:
             for case in metric_cases:
                 rec = comparison.records.get(case.id, {})
