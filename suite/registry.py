@@ -65,6 +65,17 @@ class Registry(Generic[T]):
             self._origins[name] = "?"
         return entry
 
+    def decorator(self, make: Callable[[str, Callable[..., Any], str], T], name: str | None = None):
+        """A decorator registering ``fn`` as ``make(key, fn, first docstring line)`` under ``name or fn.__name__``."""
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            key = name or fn.__name__
+            doc = (fn.__doc__ or "").strip().splitlines()[0] if (fn.__doc__ or "").strip() else ""
+            self.add(key, make(key, fn, doc), origin=fn)
+            return fn
+
+        return wrap
+
     def get(self, name: str) -> T:
         """Return the entry registered as ``name`` or raise ``RegistryError`` with the valid names."""
         try:

@@ -55,13 +55,7 @@ PAIRS: Registry[PairDef] = Registry("benchmark pair")
 
 def register_pair(target: float | None, description: str, name: str | None = None):
     """Register ``make(device, size) -> Pair``; ``target`` is the speed-up the family promises."""
-
-    def wrap(fn):
-        key = name or fn.__name__
-        PAIRS.add(key, PairDef(key, fn, target, description), origin=fn)
-        return fn
-
-    return wrap
+    return PAIRS.decorator(lambda key, fn, doc: PairDef(key, fn, target, description), name)
 
 
 @dataclass

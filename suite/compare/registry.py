@@ -70,11 +70,4 @@ CHECKS: Registry[CheckDef] = Registry("check kind")
 
 def register_check(params: type[SpecModel], name: str | None = None):
     """Register ``fn(check, ctx) -> Verdict`` as the check kind ``name`` (spec key ``kind:`` in ``checks:``)."""
-
-    def wrap(fn):
-        key = name or fn.__name__
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        CHECKS.add(key, CheckDef(key, params, fn, doc), origin=fn)
-        return fn
-
-    return wrap
+    return CHECKS.decorator(lambda key, fn, doc: CheckDef(key, params, fn, doc), name)

@@ -44,11 +44,4 @@ DATASETS: Registry[DatasetKind] = Registry("dataset kind")
 
 def register_dataset(params: type[SpecModel], name: str | None = None):
     """Register ``fn(params, seed) -> Dataset`` as a dataset kind (spec key ``kind:``)."""
-
-    def wrap(fn):
-        key = name or fn.__name__
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        DATASETS.add(key, DatasetKind(key, params, fn, doc), origin=fn)
-        return fn
-
-    return wrap
+    return DATASETS.decorator(lambda key, fn, doc: DatasetKind(key, params, fn, doc), name)

@@ -75,11 +75,6 @@ def register_metric(
     plot: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None,
 ):
     """Register ``fn(model, data, params, ctx) -> dict`` as the metric kind ``name`` (default: its name)."""
-
-    def wrap(fn):
-        key = name or fn.__name__
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METRICS.add(key, MetricDef(key, fn, params, needs_data, version, summarize, details, doc, plot), origin=fn)
-        return fn
-
-    return wrap
+    return METRICS.decorator(
+        lambda key, fn, doc: MetricDef(key, fn, params, needs_data, version, summarize, details, doc, plot), name
+    )

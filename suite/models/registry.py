@@ -56,21 +56,11 @@ MODEL_SOURCES: Registry[ModelBuilder] = Registry("model source")
 BUILTIN_NETS: Registry[ModelBuilder] = Registry("builtin net")
 
 
-def _decorator(registry: Registry[ModelBuilder], params: type[SpecModel], name: str | None):
-    def wrap(fn):
-        key = name or fn.__name__
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        registry.add(key, ModelBuilder(key, params, fn, doc), origin=fn)
-        return fn
-
-    return wrap
-
-
 def register_model_source(params: type[SpecModel], name: str | None = None):
     """Register ``fn(params, ctx) -> nn.Module`` as a model source (spec key ``source:``)."""
-    return _decorator(MODEL_SOURCES, params, name)
+    return MODEL_SOURCES.decorator(lambda key, fn, doc: ModelBuilder(key, params, fn, doc), name)
 
 
 def register_builtin_net(params: type[SpecModel], name: str | None = None):
     """Register ``fn(params, ctx) -> nn.Module`` as a built-in net (``source: builtin``, ``name:``)."""
-    return _decorator(BUILTIN_NETS, params, name)
+    return BUILTIN_NETS.decorator(lambda key, fn, doc: ModelBuilder(key, params, fn, doc), name)

@@ -40,11 +40,4 @@ THEORIES: Registry[TheoryDef] = Registry("theory")
 
 def register_theory(citation: str, name: str | None = None):
     """Register ``fn(case, values) -> Prediction`` under its name, with the source it comes from."""
-
-    def wrap(fn):
-        key = name or fn.__name__
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        THEORIES.add(key, TheoryDef(key, fn, citation, doc), origin=fn)
-        return fn
-
-    return wrap
+    return THEORIES.decorator(lambda key, fn, doc: TheoryDef(key, fn, citation, doc), name)
