@@ -496,7 +496,8 @@ def test_ls_specs_lists_valid_and_invalid(cli, tmp_path):
     bad = next(line for line in res.out.splitlines() if "bad.yaml" in line)
     assert "INVALID" in bad and f"{folder / 'bad.yaml'}:3:" in bad
     short = cli("ls", "specs", "--specs-dir", str(folder))
-    assert [line.split()[1] for line in short.out.splitlines()] == ["INVALID", "smoke:"]  # sorted: bad, good
+    assert [line.split()[1] for line in short.out.splitlines()] == ["INVALID:", "smoke:"]  # sorted: bad, good
+    assert f"{folder / 'bad.yaml'}:3:" in short.out  # the location is shown without -v too
 
 
 MISSING_WEIGHTS = """\

@@ -1,6 +1,7 @@
 """Metrics, one module per family; each registers itself in :data:`METRICS` on import."""
 
 from suite.metrics import weight_spectrum as _weight_spectrum  # noqa: F401  (registers weight_spectrum)
+from suite.metrics import rank_diminishing as _rank_diminishing  # noqa: F401  (registers the rank-diminishing metrics)
 from suite.metrics.registry import METRICS, MetricContext, MetricDef, register_metric
 
 __all__ = ["METRICS", "MetricContext", "MetricDef", "register_metric"]

@@ -1,6 +1,7 @@
 """Closed forms that theory checks compare with; each registers itself in :data:`THEORIES`."""
 
 from suite.theory import planted as _planted  # noqa: F401  (registers planted_product_rank)
+from suite.theory import ginibre as _ginibre  # noqa: F401  (registers ginibre_lyapunov)
 from suite.theory.registry import THEORIES, Prediction, register_theory
 
 __all__ = ["THEORIES", "Prediction", "register_theory"]
