@@ -119,3 +119,28 @@ def test_asv_config_points_at_the_benchmarks_and_uses_spawn():
 
 def test_every_registered_pair_is_listed():
     assert "weight_spectrum_vs_numpy" in PAIRS.names()
+
+
+def test_reverse_mode_reference_equals_forward_mode_jacobians():
+    """The released code's reverse-mode Jacobian (the benchmark's reference) is the same matrix as ours."""
+    from suite.bench.rank_diminishing import reverse_mode_jacobians
+    from suite.metrics.rank_diminishing.partial_jacobian import _patch_embedding, forward_jacobians, patch_slices
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)
+    ).double().eval()
+    image = torch.randn(3, 6, 6, dtype=torch.float64)
+    rows, cols = patch_slices((6, 6), [2, 2], "center")
+    embed, primal = _patch_embedding(image, rows, cols, [0, 1, 2], "image")
+    names = ["0", "1", "3"]
+    ours = forward_jacobians(net, embed, primal, names).jacobians
+    ref = reverse_mode_jacobians(net, embed, primal, names)
+    assert [tuple(j.shape) for j in ours] == [(144, 12), (144, 12), (5, 12)]
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_rank_diminishing_pairs_are_registered_with_their_targets():
+    assert PAIRS.get("partial_rank_vs_reverse_mode").target == 100.0
+    assert PAIRS.get("partial_rank_all_vs_deepest").target == pytest.approx(1 / 1.3)

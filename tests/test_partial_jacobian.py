@@ -284,3 +284,20 @@ def test_auto_layers_of_transformers_and_mixers(name, kwargs, count):
         pre = model.forward_head(model.forward_features(x), pre_logits=True)
     torch.testing.assert_close(store[points[-2][1]].reshape(1, -1), pre.reshape(1, -1))
     torch.testing.assert_close(store[points[-1][1]].reshape(1, -1), logits)
+
+
+def test_memory_mapped_jacobians_equal_in_memory_ones(tmp_path):
+    """``storage_dir`` keeps the Jacobians in memory-mapped files; the values must not change."""
+    from suite.metrics.rank_diminishing.partial_jacobian import _patch_embedding, forward_jacobians, patch_slices
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten()).eval()
+    image = torch.randn(3, 8, 8)
+    rows, cols = patch_slices((8, 8), [3, 3], "center")
+    embed, primal = _patch_embedding(image, rows, cols, [0, 1, 2], "image")
+    ram = forward_jacobians(net, embed, primal, ["0", "2"], chunk_size=5).jacobians
+    disk = forward_jacobians(net, embed, primal, ["0", "2"], chunk_size=5, storage_dir=str(tmp_path)).jacobians
+    assert [tuple(j.shape) for j in disk] == [(256, 27), (256, 27)]
+    for a, b in zip(ram, disk):
+        assert torch.equal(a, b)
+    assert list(tmp_path.iterdir()) == []  # the files are unlinked once mapped
