@@ -214,6 +214,10 @@ def test_monotone_non_increasing_with_slack_passes(planted):
     assert v.status == "pass"
     assert v.expected == "non_increasing"
     assert v.tolerance == "slack 1"
+    assert "1 step(s) went against it: step 1->2: 5 -> 6" in v.reason  # visible although within slack
+    assert v.details["within_slack"] == [[1, 1]]
+    clean = run_check(planted, "mono", {"ranks": [5, 5, 4]})
+    assert clean.reason == "non_increasing over 3 values" and "within_slack" not in clean.details
 
 
 def test_monotone_non_increasing_fail_names_step_and_amount(planted):
