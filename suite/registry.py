@@ -85,9 +85,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         """The message for an unknown ``name``: valid names, and close matches when there are any."""
-        valid = self.names()
-        close = suggest(name, valid)
-        return unknown_name_message(self.what, name, valid)
+        return unknown_name_message(self.what, name, self.names())
 
     def origin(self, name: str) -> str:
         """``file:line`` where ``name`` was registered."""

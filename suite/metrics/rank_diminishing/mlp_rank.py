@@ -35,7 +35,7 @@ from suite.linalg.rank import FengRule, RankRule, rank_from_singular_values, sin
 from suite.metrics.rank_diminishing.partial_jacobian import (
     eval_model,
     forward_jacobians,
-    grouped_singular_values,
+    jacobian_ranks,
     plot_rank_profile,
     plot_singular_values,
     rank_summary,
@@ -201,15 +201,7 @@ def jacobian_rank(model: nn.Module, data: Any, params: JacobianRankParams, ctx: 
                                    memory_budget_mb=params.memory_budget_mb)
             chunk = fj.chunk_size
             out_dims = [int(j.shape[0]) for j in fj.jacobians]
-            row = []
-            for jac, sigma in zip(fj.jacobians, grouped_singular_values(fj.jacobians)):
-                res = rank_from_singular_values(sigma, (jac.shape[0], jac.shape[1]), params.tolerance, dtype)
-                row.append(res.rank)
-                if i == 0:
-                    first["thresholds"].append(res.threshold)
-                    first["gaps"].append(res.gap)
-                    first["sigma_max"].append(res.sigma_max)
-                    first["singular_values"].append(sigma.cpu().tolist())
+            row = jacobian_ranks(fj.jacobians, params.tolerance, dtype, first if i == 0 else None)
             ranks.append(row)
     mean, std = rank_summary(ranks)
     if not params.keep_singular_values:

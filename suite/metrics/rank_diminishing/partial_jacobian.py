@@ -56,6 +56,7 @@ __all__ = [
     "ForwardJacobians",
     "eval_model",
     "grouped_singular_values",
+    "jacobian_ranks",
     "PartialJacobianParams",
     "forward_jacobians",
     "partial_jacobian_rank",
@@ -308,6 +309,25 @@ def grouped_singular_values(mats: Sequence[torch.Tensor], max_batch_bytes: int =
 # --------------------------------------------------------------------------------------------------------------
 
 
+def jacobian_ranks(
+    jacobians: Sequence[torch.Tensor], rule: Any, dtype: torch.dtype, record: dict[str, list[Any]] | None = None
+) -> list[int]:
+    """Numerical rank of each Jacobian (float64 singular values of ``J`` itself, :mod:`suite.linalg.rank`).
+
+    With ``record``, appends each matrix's ``thresholds``, ``gaps``, ``sigma_max`` and ``singular_values``.
+    """
+    ranks = []
+    for jac, sigma in zip(jacobians, grouped_singular_values(jacobians)):
+        res = rank_from_singular_values(sigma, (jac.shape[0], jac.shape[1]), rule, dtype)
+        ranks.append(res.rank)
+        if record is not None:
+            record["thresholds"].append(res.threshold)
+            record["gaps"].append(res.gap)
+            record["sigma_max"].append(res.sigma_max)
+            record["singular_values"].append(sigma.cpu().tolist())
+    return ranks
+
+
 def patch_slices(
     image_hw: tuple[int, int], patch: Sequence[int], position: str | Sequence[int]
 ) -> tuple[slice, slice]:
@@ -518,17 +538,8 @@ def partial_jacobian_rank(
                 storage_dir=params.jacobian_storage_dir,
             )
             chunk, n_chunks, retries = fj.chunk_size, n_chunks + fj.n_chunks, retries + fj.oom_retries
-            row = []
             out_dims = [int(j.shape[0]) for j in fj.jacobians]
-            sigmas = grouped_singular_values(fj.jacobians)
-            for jac, sigma in zip(fj.jacobians, sigmas):
-                res = rank_from_singular_values(sigma, (jac.shape[0], jac.shape[1]), params.tolerance, dtype)
-                row.append(res.rank)
-                if i == 0:
-                    first["thresholds"].append(res.threshold)
-                    first["gaps"].append(res.gap)
-                    first["sigma_max"].append(res.sigma_max)
-                    first["singular_values"].append(sigma.cpu().tolist())
+            row = jacobian_ranks(fj.jacobians, params.tolerance, dtype, first if i == 0 else None)
             del fj
             ranks.append(row)
             if ctx.device.type == "cuda":
