@@ -34,7 +34,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _spec_files(paths: list[str], tiers: list[str] | None) -> list[Path]:
+def _spec_files(paths: list[str]) -> list[Path]:
+    """Spec files named directly or found (``*.yaml``, sorted) in the folders named."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -42,11 +43,13 @@ def _spec_files(paths: list[str], tiers: list[str] | None) -> list[Path]:
             files.extend(sorted(path.glob("*.yaml")))
         else:
             files.append(path)
-    if tiers:
-        from suite.spec import load_spec
-
-        files = [f for f in files if load_spec(f).spec.tier in tiers]
     return files
+
+
+def _load_specs(paths: list[str], tiers: list[str] | None) -> list[Any]:
+    """Load and validate every spec (raising on the first invalid one), keeping those of ``tiers``."""
+    loaded = [_load(f) for f in _spec_files(paths)]
+    return [s for s in loaded if not tiers or s.spec.tier in tiers]
 
 
 def _load(path: Path):
@@ -60,7 +63,7 @@ def _load(path: Path):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     code = EXIT_OK
-    for file in _spec_files(args.specs, None):
+    for file in _spec_files(args.specs):
         try:
             loaded = _load(file)
         except SpecError as exc:
@@ -96,7 +99,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             rows.append((f"builtin:{name}", b.doc, BUILTIN_NETS.origin(name)))
         rows = [r for r in rows if not pattern or __import__("fnmatch").fnmatch(r[0], pattern)]
     elif args.what == "specs":
-        for file in _spec_files([args.specs_dir], None):
+        for file in _spec_files([args.specs_dir]):
             try:
                 loaded = _load(file)
                 from suite.spec import expand_cases
@@ -134,8 +137,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from suite.spec.expand import select_cases
 
     code = EXIT_OK
-    for file in _spec_files(args.specs, args.tier):
-        loaded = _load(file)
+    for loaded in _load_specs(args.specs, args.tier):
+        file = loaded.path
         cases = select_cases(expand_cases(loaded.spec), args.select)
         if not cases:
             print(f"{file}: nothing selected", file=sys.stderr)
@@ -179,11 +182,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.spec import expand_cases
     from suite.spec.expand import select_cases
 
-    files = _spec_files(args.specs, args.tier)
-    if not files:
+    loaded_specs = _load_specs(args.specs, args.tier)  # validate all before running any
+    if not loaded_specs:
         print("no spec selected", file=sys.stderr)
         return EXIT_EMPTY
-    loaded_specs = [_load(f) for f in files]  # validate all before running any
     codes = []
     for loaded in loaded_specs:
         cases = select_cases(expand_cases(loaded.spec), args.select)

@@ -117,7 +117,8 @@ def execute(spec: Any, spec_path: Path, cases: list[Case], options: RunOptions) 
         **provenance(device),
     }
     if run.meta_path.is_file():
-        meta = {**run.meta(), "resumed": meta["started"], "cases": sorted(set(run.meta().get("cases", [])) | set(meta["cases"]))}
+        old = run.meta()
+        meta = {**old, "resumed": meta["started"], "cases": sorted(set(old.get("cases", [])) | set(meta["cases"]))}
     run.write_meta(meta)
     done_here = run.latest()
     progress = Progress(len(cases), enabled=options.progress)

@@ -38,7 +38,7 @@ from suite.metrics.rank_diminishing.partial_jacobian import (
     jacobian_ranks,
     plot_rank_profile,
     plot_singular_values,
-    rank_summary,
+    rank_profile,
 )
 from suite.metrics.registry import MetricContext, register_metric
 from suite.models.layers import capture_outputs, select_layers
@@ -203,22 +203,12 @@ def jacobian_rank(model: nn.Module, data: Any, params: JacobianRankParams, ctx: 
             out_dims = [int(j.shape[0]) for j in fj.jacobians]
             row = jacobian_ranks(fj.jacobians, params.tolerance, dtype, first if i == 0 else None)
             ranks.append(row)
-    mean, std = rank_summary(ranks)
-    if not params.keep_singular_values:
-        first.pop("singular_values")
+    profile = rank_profile(points, out_dims, input_dim, ranks, first, params.keep_singular_values)
     return {
-        "layers": [lab for lab, _ in points],
-        "modules": names,
-        "out_dims": out_dims,
-        "full_ranks": [min(d, input_dim) for d in out_dims],
-        "ranks": ranks,
-        "ranks_first": ranks[0],
-        "mean_ranks": mean,
-        "std_ranks": std,
-        **first,
+        **profile,
         "input_dim": input_dim,
         "n_inputs": n_inputs,
-        "decay_fit": exponential_decay_fit(mean),
+        "decay_fit": exponential_decay_fit(profile["mean_ranks"]),
         "rule": params.tolerance.model_dump(),
         "dtype": params.dtype,
         "chunk_size": chunk,

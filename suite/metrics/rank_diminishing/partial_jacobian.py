@@ -57,6 +57,7 @@ __all__ = [
     "eval_model",
     "grouped_singular_values",
     "jacobian_ranks",
+    "rank_profile",
     "PartialJacobianParams",
     "forward_jacobians",
     "partial_jacobian_rank",
@@ -328,6 +329,31 @@ def jacobian_ranks(
     return ranks
 
 
+def rank_profile(
+    points: Sequence[tuple[str, str]], out_dims: list[int], n_cols: int, ranks: list[list[int]],
+    first: dict[str, list[Any]], keep_singular_values: bool,
+) -> dict[str, Any]:
+    """The per-layer values shared by the Jacobian-rank metrics, aligned with ``points``.
+
+    ``layers``/``modules``, ``out_dims``, ``full_ranks`` (``min(out_dim, n_cols)``), ``ranks``
+    (``[input][layer]``), ``ranks_first``, ``mean_ranks``/``std_ranks`` over inputs, and input 0's
+    ``thresholds``, ``gaps``, ``sigma_max`` (and ``singular_values`` when kept) from ``first``.
+    """
+    mean, std = rank_summary(ranks)
+    recorded = {k: v for k, v in first.items() if keep_singular_values or k != "singular_values"}
+    return {
+        "layers": [lab for lab, _ in points],
+        "modules": [m for _, m in points],
+        "out_dims": out_dims,
+        "full_ranks": [min(d, n_cols) for d in out_dims],
+        "ranks": ranks,
+        "ranks_first": ranks[0],
+        "mean_ranks": mean,
+        "std_ranks": std,
+        **recorded,
+    }
+
+
 def patch_slices(
     image_hw: tuple[int, int], patch: Sequence[int], position: str | Sequence[int]
 ) -> tuple[slice, slice]:
@@ -545,19 +571,8 @@ def partial_jacobian_rank(
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize(ctx.device)
             seconds.append(time.perf_counter() - t0)
-    mean, std = rank_summary(ranks)
-    if not params.keep_singular_values:
-        first.pop("singular_values")
     return {
-        "layers": [lab for lab, _ in points],
-        "modules": names,
-        "out_dims": out_dims,
-        "full_ranks": [min(d, k_cols) for d in out_dims],
-        "ranks": ranks,
-        "ranks_first": ranks[0],
-        "mean_ranks": mean,
-        "std_ranks": std,
-        **first,
+        **rank_profile(points, out_dims, k_cols, ranks, first, params.keep_singular_values),
         "K": k_cols,
         "n_inputs": n_inputs,
         "patch_rows": [rows.start, rows.stop],
