@@ -23,6 +23,7 @@ __all__ = [
     "RegistryError",
     "RunError",
     "SpecError",
+    "TrainingError",
 ]
 
 
@@ -62,6 +63,10 @@ class RegistryError(RanksuiteError, KeyError):
 
 class MetricError(RanksuiteError, ValueError):
     """A metric cannot be computed for this model or data."""
+
+
+class TrainingError(RanksuiteError, ValueError):
+    """A model cannot be trained on the given dataset (no labels, wrong output shape, diverged loss)."""
 
 
 class BaselineError(RanksuiteError, ValueError):

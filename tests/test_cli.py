@@ -317,7 +317,7 @@ def test_ls_metrics_checks_theories(cli):
     line = next(line for line in res.out.splitlines() if line.startswith("weight_spectrum"))
     assert "Singular values, numerical rank" in line
     checks = cli("ls", "checks")
-    assert [line.split()[0] for line in checks.out.splitlines()] == ["baseline", "monotone", "theory"]
+    assert [line.split()[0] for line in checks.out.splitlines()] == ["baseline", "monotone", "range", "theory"]
     theories = cli("ls", "theories", "planted*", "-v")
     assert theories.out.startswith("planted_product_rank")
     assert "planted.py:" in theories.out

@@ -1,4 +1,4 @@
-"""The check kinds: ``baseline``, ``theory`` and ``monotone``.
+"""The check kinds: ``baseline``, ``theory``, ``monotone`` and ``range``.
 
 Each is one params model plus one function ``fn(check, ctx) -> Verdict``; every verdict states the
 measured value, the expected value, the tolerance and a one-line reason.
@@ -14,7 +14,7 @@ from suite.compare.registry import CheckContext, Verdict, register_check
 from suite.compare.tolerance import ExactTolerance, Tolerance, describe, mismatches
 from suite.spec.base import SpecModel
 
-__all__ = ["MISSING", "BaselineCheck", "CheckParams", "MonotoneCheck", "TheoryCheck", "label", "lookup"]
+__all__ = ["MISSING", "BaselineCheck", "CheckParams", "MonotoneCheck", "RangeCheck", "TheoryCheck", "label", "lookup"]
 
 MISSING = object()
 
@@ -193,3 +193,61 @@ def check_monotone(check: MonotoneCheck, ctx: CheckContext) -> Verdict:
             {"within_slack": [[i, rise] for i, rise in within]},
         )
     return Verdict(ctx.case.id, name, "pass", value, check.direction, tol, f"{check.direction} over {len(value)} values")
+
+
+class RangeCheck(CheckParams):
+    """Every number at ``key`` (a number or a nested list of numbers) lies in ``[min, max]``.
+
+    For limits a spec states from a paper's claim or a statistical tolerance (KS distances, tail ratios,
+    accuracy drops). ``null`` entries (e.g. a ratio with no events) fail unless ``allow_null``.
+    """
+
+    min: float | None = Field(None, description="Smallest allowed value (inclusive); omitted: no lower limit.")
+    max: float | None = Field(None, description="Largest allowed value (inclusive); omitted: no upper limit.")
+    allow_null: bool = Field(False, description="Accept null entries.")
+    why: str | None = Field(None, description="Where the limits come from; shown in the report.")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RangeCheck:
+        if self.min is None and self.max is None:
+            raise ValueError("a range check needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is larger than max {self.max}")
+        return self
+
+
+def _flatten_numbers(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in _flatten_numbers(v, f"{path}[{i}]")]
+    return [(path or "value", value)]
+
+
+@register_check(RangeCheck, name="range")
+def check_range(check: RangeCheck, ctx: CheckContext) -> Verdict:
+    """Pass when every value lies within ``[min, max]``; a failure names each value outside, with its index."""
+    name = label(check)
+    value = lookup(ctx.values, check.key)
+    if value is MISSING:
+        return _missing_key(check, ctx)
+    lo = "-inf" if check.min is None else f"{check.min:g}"
+    hi = "inf" if check.max is None else f"{check.max:g}"
+    expected = f"[{lo}, {hi}]"
+    why = f" ({check.why})" if check.why else ""
+    bad: list[str] = []
+    n = 0
+    for where, v in _flatten_numbers(value):
+        if v is None:
+            if not check.allow_null:
+                bad.append(f"{where}: null")
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return Verdict(ctx.case.id, name, "error", value, expected, "range", f"{where} is not a number: {v!r}")
+        n += 1
+        if v != v:  # NaN lies in no range
+            bad.append(f"{where}: nan")
+        elif (check.min is not None and v < check.min) or (check.max is not None and v > check.max):
+            bad.append(f"{where}: {v:.6g}")
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        return Verdict(ctx.case.id, name, "fail", value, expected, "range", f"outside {expected}{why}: {'; '.join(bad[:5])}{more}")
+    return Verdict(ctx.case.id, name, "pass", value, expected, "range", f"all {n} value(s) within {expected}{why}")

@@ -48,6 +48,11 @@ class MetricDef:
         details: ``values -> (headers, rows)`` for the report's per-case detail table, or ``None``.
         plot: ``values -> [(title, matplotlib Figure), ...]`` for the report's per-case figures, or
             ``None``; the report saves them as PNGs next to the Markdown and links them.
+        export: ``values -> [(file name, text), ...]`` of per-case data files (e.g. a graph as GraphML
+            and JSON), or ``None``; the report writes them next to the figures, with the same per-case
+            file-name prefix, and links them from the case's section. File names should be plain
+            (``[A-Za-z0-9_.-]``); files sharing a stem are linked on one line, labelled by the stem's
+            last ``-``-separated word (``svr-graph.graphml`` + ``svr-graph.json``: ``Graph: GraphML · JSON``).
     """
 
     name: str
@@ -59,6 +64,7 @@ class MetricDef:
     details: Callable[[dict[str, Any]], tuple[list[str], list[list[Any]]]] | None
     doc: str
     plot: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None
+    export: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
 
 
 METRICS: Registry[MetricDef] = Registry("metric")
@@ -73,8 +79,15 @@ def register_metric(
     summarize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     details: Callable[[dict[str, Any]], tuple[list[str], list[list[Any]]]] | None = None,
     plot: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None,
+    export: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None,
 ):
-    """Register ``fn(model, data, params, ctx) -> dict`` as the metric kind ``name`` (default: its name)."""
+    """Register ``fn(model, data, params, ctx) -> dict`` as the metric kind ``name`` (default: its name).
+
+    ``summarize``, ``details``, ``plot`` and ``export`` are the report hooks described on :class:`MetricDef`.
+    """
     return METRICS.decorator(
-        lambda key, fn, doc: MetricDef(key, fn, params, needs_data, version, summarize, details, doc, plot), name
+        lambda key, fn, doc: MetricDef(
+            key, fn, params, needs_data, version, summarize, details, doc, plot=plot, export=export
+        ),
+        name,
     )

@@ -11,7 +11,7 @@ from torch import nn
 from suite.models.registry import BuildContext, register_builtin_net
 from suite.spec.base import SpecModel
 
-__all__ = ["MLPParams", "PlantedParams", "mlp", "planted"]
+__all__ = ["CNNParams", "MLPParams", "PlantedParams", "cnn", "mlp", "planted"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -104,4 +104,47 @@ def planted(params: PlantedParams, ctx: BuildContext) -> nn.Module:
         with torch.no_grad():
             linear.weight.copy_((a @ b) / max(k, 1) ** 0.5)
         layers.append(linear)
+    return nn.Sequential(*layers)
+
+
+class CNNParams(SpecModel):
+    """A plain conv net: ``Conv(k) -> act`` per entry of ``channels``, then optional global pooling and a head."""
+
+    in_channels: int = Field(1, ge=1, description="Channels of the input.")
+    channels: list[int] = Field(..., min_length=1, description="Output channels of each conv layer.")
+    kernel_sizes: list[int] | int = Field(3, description="One odd kernel size for all layers, or one per layer.")
+    dims: Literal[1, 2] = Field(2, description="1: Conv1d on (n, C, L); 2: Conv2d on (n, C, H, W).")
+    activation: Literal["relu", "tanh", "gelu", "sigmoid", "identity"] = "relu"
+    bias: bool = True
+    pool: Literal["none", "avg", "max"] = Field("none", description="Pooling by 2 after each conv but the last.")
+    num_classes: int | None = Field(None, ge=1, description="Global average pooling and a Linear head to this many outputs.")
+
+    @model_validator(mode="after")
+    def _kernels(self) -> CNNParams:
+        ks = self.kernel_sizes if isinstance(self.kernel_sizes, list) else [self.kernel_sizes] * len(self.channels)
+        if len(ks) != len(self.channels):
+            raise ValueError(f"kernel_sizes needs one entry per conv layer ({len(self.channels)}), got {len(ks)}")
+        if any(k < 1 or k % 2 == 0 for k in ks):
+            raise ValueError(f"kernel sizes must be odd and >= 1 (same padding); got {ks}")
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"every channel count must be >= 1; got {self.channels}")
+        return self
+
+
+@register_builtin_net(CNNParams)
+def cnn(params: CNNParams, ctx: BuildContext) -> nn.Module:
+    """CNN: same-padded convolutions with an activation after each, optional pooling, optional linear head."""
+    conv = nn.Conv1d if params.dims == 1 else nn.Conv2d
+    pools = {"avg": nn.AvgPool1d if params.dims == 1 else nn.AvgPool2d, "max": nn.MaxPool1d if params.dims == 1 else nn.MaxPool2d}
+    ks = params.kernel_sizes if isinstance(params.kernel_sizes, list) else [params.kernel_sizes] * len(params.channels)
+    layers: list[nn.Module] = []
+    fan_in = params.in_channels
+    for i, (c, k) in enumerate(zip(params.channels, ks)):
+        layers += [conv(fan_in, c, k, padding=k // 2, bias=params.bias), _ACTIVATIONS[params.activation]()]
+        if params.pool != "none" and i < len(params.channels) - 1:
+            layers.append(pools[params.pool](2))
+        fan_in = c
+    if params.num_classes is not None:
+        pool = nn.AdaptiveAvgPool1d(1) if params.dims == 1 else nn.AdaptiveAvgPool2d(1)
+        layers += [pool, nn.Flatten(), nn.Linear(fan_in, params.num_classes, bias=params.bias)]
     return nn.Sequential(*layers)

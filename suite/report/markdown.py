@@ -2,7 +2,9 @@
 
 Layout: header (run, git, device, versions, seed), counts, failures first (expected vs measured and the
 reason), then one section per metric with a summary table of its cases and every check, and per-case
-detail tables folded in ``<details>``. The Markdown is derived from ``results.jsonl``; nothing reads it back.
+detail tables folded in ``<details>``. Per-case figures (PNG) and export files (a metric's ``export``
+hook, e.g. GraphML) are written to ``reports/<spec>/`` and linked. The Markdown is derived from
+``results.jsonl``; nothing reads it back.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def _verdict_rows(verdicts: list[Verdict]) -> list[list[Any]]:
 _VERDICT_HEADERS = ["case", "check", "status", "expected", "measured", "tolerance", "why"]
 
 
+def _file_name(case: Case, suffix: str) -> str:
+    """``<case id>-<suffix>`` reduced to ``[A-Za-z0-9_.-]``: the per-case prefix of figures and exports."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{case.id}-{suffix}")
+
+
 def _figures(mdef: Any, case: Case, values: dict[str, Any], figure_dir: Path | None, link_prefix: str) -> list[str]:
     """Save the metric's figures for one case as PNGs in ``figure_dir`` and return Markdown image links."""
     if mdef.plot is None or figure_dir is None:
@@ -71,7 +78,7 @@ def _figures(mdef: Any, case: Case, values: dict[str, Any], figure_dir: Path | N
     figure_dir.mkdir(parents=True, exist_ok=True)
     links = []
     for i, (title, fig) in enumerate(mdef.plot(values)):
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{case.id}-{i}") + ".png"
+        name = _file_name(case, str(i)) + ".png"
         tmp = figure_dir / f".{name}.tmp.png"
         fig.savefig(tmp, dpi=90, bbox_inches="tight")
         plt.close(fig)
@@ -80,10 +87,71 @@ def _figures(mdef: Any, case: Case, values: dict[str, Any], figure_dir: Path | N
     return links
 
 
+_FORMAT_NAMES = {
+    "graphml": "GraphML", "json": "JSON", "csv": "CSV", "tsv": "TSV", "gexf": "GEXF", "dot": "DOT", "txt": "text",
+}
+
+
+def _exports(mdef: Any, case: Case, values: dict[str, Any], figure_dir: Path | None, link_prefix: str) -> list[str]:
+    """Write the metric's export files for one case next to its figures (atomically) and return link lines.
+
+    Files are named like the figures (``<case id>-<export name>``); files sharing a stem get one line,
+    labelled by the stem's last ``-``-separated word: ``Graph: [GraphML](...) · [JSON](...)``.
+    """
+    if getattr(mdef, "export", None) is None or figure_dir is None:
+        return []
+    files = mdef.export(values)
+    if not files:
+        return []
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[str]] = {}
+    for export_name, text in files:
+        name = _file_name(case, export_name)
+        tmp = figure_dir / f".{name}.tmp"
+        try:
+            tmp.write_text(text, encoding="utf-8", newline="")
+            os.replace(tmp, figure_dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        stem, _, ext = export_name.partition(".")
+        fmt = _FORMAT_NAMES.get(ext.lower(), ext.upper() or export_name)
+        groups.setdefault(stem, []).append(f"[{fmt}]({link_prefix}/{name})")
+    lines = []
+    for stem, links in groups.items():
+        label = stem.rsplit("-", 1)[-1].replace("_", " ").capitalize() or stem
+        lines += [f"{label}: " + " · ".join(links), ""]
+    return lines
+
+
+def _training_section(cases: list[Case], comparison: Comparison) -> list[str]:
+    """One row per trained model: how it was trained and how well it fits its training data."""
+    rows, seen = [], set()
+    for case in cases:
+        train = getattr(case.model, "train", None)
+        rec = comparison.records.get(case.id, {}).get("training")
+        if train is None or rec is None or case.model.id in seen:
+            continue
+        seen.add(case.model.id)
+        rows.append([
+            f"`{case.model.id}`",
+            f"`{train.dataset}`",
+            f"{train.optimizer} lr {train.lr:g}, batch {train.batch_size}, {train.epochs} epochs, seed {train.seed}, {train.dtype}",
+            f"{100 * rec['final_train_accuracy']:.2f}%" if isinstance(rec.get("final_train_accuracy"), (int, float)) else "-",
+            f"{rec['time_s']:.1f} s" if isinstance(rec.get("time_s"), (int, float)) else "-",
+            f"hit (`{rec.get('key', '?')}`)" if rec.get("cache_hit") else f"trained (`{rec.get('key', '?')}`)",
+        ])
+    if not rows:
+        return []
+    headers = ["model", "train data", "schedule", "train accuracy", "training time", "weights cache"]
+    return ["## Trained models", "", _table(headers, rows), ""]
+
+
 def render_report(
     spec: Any, cases: list[Case], comparison: Comparison, meta: dict[str, Any], figure_dir: Path | None = None
 ) -> str:
-    """The Markdown report of one run of ``spec``; figures go to ``figure_dir`` (a folder next to the report)."""
+    """The Markdown report of one run of ``spec``; figures and export files go to ``figure_dir`` (a folder
+    next to the report), named ``<case id>-<i>.png`` and ``<case id>-<export name>``."""
     link_prefix = figure_dir.name if figure_dir is not None else ""
     counts = comparison.counts()
     code = exit_code(comparison)
@@ -123,6 +191,7 @@ def render_report(
     warns = [v for v in comparison.verdicts if v.status == "warn"]
     if warns:
         lines += ["## Warnings", "", _table(_VERDICT_HEADERS, _verdict_rows(warns)), ""]
+    lines += _training_section(cases, comparison)
     by_metric: dict[str, list[Case]] = defaultdict(list)
     for case in cases:
         by_metric[case.metric.id].append(case)
@@ -167,8 +236,9 @@ def render_report(
             rec = comparison.records.get(case.id, {})
             if rec.get("status") == "ok":
                 links = _figures(mdef, case, rec["values"], figure_dir, link_prefix)
-                if links:
-                    lines += [f"**`{case.id}`**", "", *links, ""]
+                exports = _exports(mdef, case, rec["values"], figure_dir, link_prefix)
+                if links or exports:
+                    lines += [f"**`{case.id}`**", ""] + ([*links, ""] if links else []) + exports
         if mdef.details is not None:
             for case in metric_cases:
                 rec = comparison.records.get(case.id, {})

@@ -1,6 +1,7 @@
 """Run the cases of a spec: build, measure, record, resume.
 
-For every case: seeds are set (python, NumPy, torch), the model and data are built (timed), the metric
+For every case: seeds are set (python, NumPy, torch), the model is built (and, with a ``train:`` block,
+trained or loaded from the training cache, see :mod:`suite.training`) and the data loaded (timed), the metric
 runs (timed, CUDA-synchronised, peak memory recorded) and one record is appended to
 ``runs/<run-id>/results.jsonl``. A case whose cache key (case hash + device class) was already computed
 in an earlier run is reused under the ``cache`` policy, so rerunning an interrupted spec resumes it.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +65,50 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _run_case(case: Case, device: torch.device, tier: str) -> dict[str, Any]:
-    """Compute one case; never raises for failures of the case itself."""
+def _stderr_log(prefix: str) -> Callable[[str], None]:
+    """A progress logger writing ``prefix: line`` to stderr (clearing a redrawn progress bar first)."""
+
+    def log(line: str) -> None:
+        clear = "\r\x1b[2K" if sys.stderr.isatty() else ""
+        sys.stderr.write(f"{clear}  {prefix}: {line}\n")
+        sys.stderr.flush()
+
+    return log
+
+
+def _build_trained(case: Case, device: torch.device, log: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The case's model trained as its ``train:`` block says (or loaded from the training cache).
+
+    Returns:
+        ``(model, training)``: the model on ``device`` and the ``training`` field of the result record.
+    """
+    from suite.training import cache_paths, train_or_load, training_definition, training_key
+
+    if case.train_dataset is None:
+        raise ValueError(f"model {case.model.id!r} trains on {case.model.train.dataset!r}, which the case lacks")
+    ctx = BuildContext(seed=case.seed, dtype=case.dtype)
+    model, record, hit = train_or_load(
+        case.model,
+        lambda: build_model(case.model, ctx).to(device),
+        case.train_dataset,
+        lambda: load_dataset(case.train_dataset, case.seed),
+        seed=case.seed,
+        dtype=case.dtype,
+        device=device,
+        log=_stderr_log(f"train {case.model.id} on {case.train_dataset.id}") if log else None,
+    )
+    key = training_key(training_definition(case.model, case.train_dataset, seed=case.seed, dtype=case.dtype))
+    training = {**record.to_json(), "dataset": case.train_dataset.id, "key": key}
+    training.update(cache_hit=hit, cache_path=str(cache_paths(key)[0]))
+    return model, training
+
+
+def _run_case(case: Case, device: torch.device, tier: str, log_training: bool = False) -> dict[str, Any]:
+    """Compute one case; never raises for failures of the case itself.
+
+    A model with a ``train:`` block is trained (or loaded from the training cache) as part of building it:
+    the training time counts in ``build_s`` and the record gains a ``training`` field.
+    """
     metric_def = METRICS.get(case.metric.kind)
     rec: dict[str, Any] = {"status": "ok", "values": None, "error": None, "skip_reason": None}
     model = data = None
@@ -71,7 +116,10 @@ def _run_case(case: Case, device: torch.device, tier: str) -> dict[str, Any]:
     try:
         seed_everything(case.seed)
         with measure(device) as built:
-            model = build_model(case.model, BuildContext(seed=case.seed, dtype=case.dtype)).to(device)
+            if getattr(case.model, "train", None) is not None:
+                model, rec["training"] = _build_trained(case, device, log_training)
+            else:
+                model = build_model(case.model, BuildContext(seed=case.seed, dtype=case.dtype)).to(device)
             data = load_dataset(case.dataset, case.seed) if case.dataset is not None else None
         seed_everything(case.seed)
         with measure(device) as m:
@@ -138,7 +186,7 @@ def execute(spec: Any, spec_path: Path, cases: list[Case], options: RunOptions) 
             run.append(rec)
             progress.done(case.id, "cached", 0.0)
             continue
-        outcome = _run_case(case, device, spec.tier)
+        outcome = _run_case(case, device, spec.tier, log_training=options.progress is not False)
         rec = {
             "run_id": run_id,
             "case_id": case.id,

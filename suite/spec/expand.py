@@ -23,8 +23,10 @@ class Case:
         seed: the model's ``seed`` or the spec default.
         dtype: the dtype models are built in.
         hash: 16 hex digits of SHA-256 over everything that determines the case's values (model,
-            dataset and metric configuration without ids, seed, dtype, metric version); a baseline
-            recorded under another hash is stale.
+            dataset and metric configuration without ids, seed, dtype, metric version; for a trained
+            model also its training dataset and the trainer version); a baseline recorded under another
+            hash is stale.
+        train_dataset: the dataset entry named by ``model.train.dataset``, or ``None`` for an untrained model.
     """
 
     id: str
@@ -34,6 +36,7 @@ class Case:
     seed: int
     dtype: str
     hash: str
+    train_dataset: Any = None
 
     @property
     def checks(self) -> list[Any]:
@@ -46,18 +49,31 @@ def _canonical(entry: Any, drop: set[str]) -> Any:
     return entry.model_dump(mode="json", exclude=drop)
 
 
-def case_hash(model: Any, dataset: Any, metric: Any, seed: int, dtype: str) -> str:
-    """SHA-256 (16 hex digits) of the canonical JSON of what determines a case's values."""
+def case_hash(model: Any, dataset: Any, metric: Any, seed: int, dtype: str, train_dataset: Any = None) -> str:
+    """SHA-256 (16 hex digits) of the canonical JSON of what determines a case's values.
+
+    An untrained model hashes exactly as before ``train:`` existed (the key is left out when it is
+    ``None``), so stored baselines keep their hashes. A trained model adds its ``train`` block (without the
+    dataset id) to the model dump, and the payload gains the training dataset (without id and description)
+    and the trainer version.
+    """
     from suite.metrics import METRICS
 
+    trained = getattr(model, "train", None) is not None
     payload = {
-        "model": _canonical(model, {"id", "description", "seed"}),
+        "model": _canonical(model, {"id", "description", "seed"} | (set() if trained else {"train"})),
         "dataset": _canonical(dataset, {"id", "description"}),
         "metric": {"kind": metric.kind, "params": metric.params.model_dump(mode="json")},
         "metric_version": METRICS.get(metric.kind).version,
         "seed": seed,
         "dtype": dtype,
     }
+    if trained:
+        from suite.training.trainer import TRAINER_VERSION
+
+        del payload["model"]["train"]["dataset"]  # an id; the training dataset's content is hashed instead
+        payload["train_dataset"] = _canonical(train_dataset, {"id", "description"})
+        payload["trainer_version"] = TRAINER_VERSION
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -81,7 +97,8 @@ def reference_errors(spec: Any) -> list[tuple[tuple, str]]:
     """Cross-reference problems pydantic cannot see: ``(data path, message)`` for each.
 
     Duplicate ids, case references to undefined ids, the reserved dataset id ``none``, metrics that
-    need data paired with ``none``, duplicate explicit cases, and a spec that defines no case at all.
+    need data paired with ``none``, duplicate explicit cases, a model's ``train.dataset`` that names no
+    dataset, and a spec that defines no case at all.
     """
     from suite.metrics import METRICS
 
@@ -106,6 +123,12 @@ def reference_errors(spec: Any) -> list[tuple[tuple, str]]:
             extra = " or 'none'" if section == "datasets" else ""
             problems.append((path, f"unknown {section[:-1]} id {value!r}; defined: {defined}{extra}"))
 
+    for i, model in enumerate(spec.models):
+        train = getattr(model, "train", None)
+        if train is not None and train.dataset not in ids["datasets"]:
+            defined = ", ".join(ids["datasets"]) or "none defined"
+            message = f"unknown dataset id {train.dataset!r} to train on; defined: {defined}"
+            problems.append((("models", i, "train", "dataset"), message))
     for m, grid in enumerate(spec.cases.matrix):
         for axis, section in (("model", "models"), ("dataset", "datasets"), ("metric", "metrics")):
             for j, value in enumerate(getattr(grid, axis)):
@@ -156,8 +179,10 @@ def expand_cases(spec: Any) -> list[Case]:
         model = models[model_id]
         dataset = datasets.get(dataset_id)
         seed = model.seed if getattr(model, "seed", None) is not None else spec.defaults.seed
-        digest = case_hash(model, dataset, metric, seed, spec.defaults.dtype)
-        chosen[case_id] = Case(case_id, model, dataset, metric, seed, spec.defaults.dtype, digest)
+        train = getattr(model, "train", None)
+        train_dataset = datasets.get(train.dataset) if train is not None else None
+        digest = case_hash(model, dataset, metric, seed, spec.defaults.dtype, train_dataset)
+        chosen[case_id] = Case(case_id, model, dataset, metric, seed, spec.defaults.dtype, digest, train_dataset)
 
     for _, triple in _triples(spec):
         model_id, dataset_id, metric_id = triple

@@ -9,6 +9,7 @@ and the cases to run::
     defaults: {device: auto, seed: 0, dtype: float32}
     include: [base.yaml]             # optional; merged first (see suite.spec.loader)
     models:   [{id: mlp, source: builtin, name: mlp, widths: [64, 32, 10]}, ...]   # source: timm | builtin
+              # optional per model: train: {dataset: <dataset id>, epochs: 5, lr: 0.01}  (suite.training)
     datasets: [{id: noise, kind: gaussian, shape: [64], n: 128}, ...]
     metrics:  [{id: spectrum, kind: weight_spectrum, params: {...}, checks: [...]}, ...]
     cases:
@@ -103,6 +104,15 @@ def _union(members: list[Any], discriminator: str) -> Any:
     return Annotated[Union[tuple(members)], Field(discriminator=discriminator)]  # noqa: UP007
 
 
+def _train_field() -> tuple[Any, Any]:
+    from suite.training.config import TrainConfig
+
+    return (
+        TrainConfig | None,
+        Field(None, description="Train the built model on a dataset of the spec before measuring it (cached)."),
+    )
+
+
 def _model_union() -> Any:
     from suite.models import BUILTIN_NETS, MODEL_SOURCES
 
@@ -115,6 +125,7 @@ def _model_union() -> Any:
                 __doc__=builder.doc or builder.params.__doc__,
                 source=(Literal[source], Field(..., description=f"Model source {source}.")),
                 seed=(int | None, Field(None, ge=0, description="Overrides defaults.seed for this model.")),
+                train=_train_field(),
             )
         )
     builtin = [
@@ -125,6 +136,7 @@ def _model_union() -> Any:
             source=(Literal["builtin"], ...),
             name=(Literal[name], Field(..., description=f"Built-in net {name}.")),
             seed=(int | None, Field(None, ge=0, description="Overrides defaults.seed for this model.")),
+            train=_train_field(),
         )
         for name, builder in BUILTIN_NETS.items()
     ]
