@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -278,8 +279,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["pair", "size", "device", "ours s", "reference s", "speed-up", "target", ""], tablefmt="github"))
     if args.output:
         out = Path(args.output)
-        if out.suffix != ".json":
-            out = out / f"bench-{device_class(device)}.json"
+        if out.suffix != ".json":  # a folder: one file per device class and pattern, so runs do not overwrite each other
+            tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.pattern).strip("_") if args.pattern else ""
+            out = out / (f"bench-{device_class(device)}-{tag}.json" if tag else f"bench-{device_class(device)}.json")
         payload = {"date": _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()), "rounds": args.rounds,
                    "machine": provenance(device), "results": [r.to_json() for r in results]}
         atomic_write_text(out, json.dumps(payload, indent=2, sort_keys=True) + "\n")

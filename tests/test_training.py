@@ -112,6 +112,14 @@ def test_unknown_train_dataset_is_a_spec_error_at_its_line(write_spec):
     assert expected in loc.message
 
 
+def test_misspelt_train_key_suggests_the_field(write_spec):
+    path = write_spec(SPEC.replace("epochs: 10", "epoch: 10"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    messages = [loc.message for loc in info.value.locations]
+    assert any("unknown key 'epoch'" in m and "did you mean 'epochs'?" in m for m in messages), messages
+
+
 def test_momentum_needs_sgd():
     with pytest.raises(SpecError, match="momentum applies to optimizer sgd only"):
         case_of(SPEC.replace("lr: 0.01}", "lr: 0.01, momentum: 0.9}"))

@@ -389,6 +389,9 @@ def _pick_variant(node: Any, node_data: Any, deref) -> Any:
                 if candidate is not variant and "properties" in candidate:
                     chosen = candidate
                     break
+        if chosen is None and isinstance(node_data, dict):  # an optional nested model (X | None): the one object variant
+            objects = [v for v in (deref(v) for v in variants) if isinstance(v, dict) and "properties" in v]
+            chosen = objects[0] if len(objects) == 1 else None
         if chosen is None:
             return node
         node = chosen

@@ -290,13 +290,16 @@ def _export(values: dict[str, Any]) -> list[tuple[str, str]]:
 
 @register_metric(SvrParams, needs_data=False, summarize=_summarize, details=_details, plot=_plot, export=_export)
 def svr(model: nn.Module, data: Any, params: SvrParams, ctx: MetricContext) -> dict[str, Any]:
-    """Singular Value Representation (Meller & Berkouk, Sec. 2-4): spectral neurons, adjacency, significant
-    edges against the (1/c) chi2(1) and 1/(c K^2) chi2(K^2) null models, internal dimensions (counted from 1).
+    """Singular Value Representation of the model's linear maps (Meller & Berkouk, Sec. 2-4).
+
+    Spectral neurons, adjacency, significant edges against the (1/c) chi2(1) and 1/(c K^2) chi2(K^2)
+    null models, internal dimensions (counted from 1).
 
     Values: ``layers`` (name, kind, weight shape, spectral neuron count), ``skipped`` maps with reasons,
     ``singular_values`` per map, per layer pair ``pairs`` (threshold, ``significant`` vs ``expected_null``,
     ``internal_dims`` ``[d_out, d_in]``, top/bottom block concentration and lift, super-feature edge),
     the per-pair lists ``significant_edges``, ``internal_dims``, ``d_out``, ``d_in``, ``top_lift``,
+    ``bottom_lift`` (and ``max_bottom_lift``), the longest ``super_feature_chain``,
     ``node_intensity`` per map with a next map, the strongest significant ``edges`` ``[n, m, a]`` (1-based)
     and mean-pooled ``heatmaps``.
     """
