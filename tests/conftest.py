@@ -16,10 +16,13 @@ sub-folders) and returns the path. Tests that assert line numbers should count f
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 __all__ = ["BASE_SPEC", "BASE_CASE_IDS", "dedent_spec"]
 
@@ -75,3 +78,35 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
 def base_spec_path(write_spec: Callable[..., Path]) -> Path:
     """``BASE_SPEC`` written to ``tmp_path / "spec.yaml"``."""
     return write_spec(BASE_SPEC)
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """One torch and one BLAS thread: on a busy 2-core machine, OpenMP spin-waits make small matrix work
+    10-50x slower, and these tests only use small matrices."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            yield
+        else:
+            with threadpool_limits(limits=1):
+                yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Single-threaded for one test."""
+    with _single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """Single-threaded for a whole module: ``pytestmark = pytest.mark.usefixtures("one_thread_module")``."""
+    with _single_thread():
+        yield

@@ -32,20 +32,7 @@ CPU = torch.device("cpu")
 PAIR_NAMES = ["svr_vgg19", "svr_vgg19_top128", "svr_vgg19_features"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Small matrices: one BLAS/torch thread avoids oversubscription on busy machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from suite.cli import main
@@ -396,15 +395,6 @@ def test_paper_entry_that_matches_passes(recorded):
 
 
 # ------------------------------------------------------------------------------- the real smoke spec
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads make LAPACK's SVD many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_smoke_spec_passes_against_committed_baselines(tmp_path, capsys, one_thread):

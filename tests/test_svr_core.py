@@ -29,20 +29,7 @@ from suite.metrics.svr.spectral import adjacency, decompose, internal_dimensions
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """The matrices here are small: one BLAS/torch thread avoids oversubscription on busy machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 # ------------------------------------------------------------------------------------------ references

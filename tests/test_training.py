@@ -64,13 +64,7 @@ cases:
 TRAIN = "train: {dataset: digits_train, epochs: 10, lr: 0.01}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy machine OpenMP spin-waits make them 10-50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def case_of(text: str = SPEC):
