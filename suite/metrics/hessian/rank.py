@@ -1,0 +1,130 @@
+"""``hessian_rank``: numerical ranks of the loss, outer-product and functional Hessians (Singh et al. 2021).
+
+The three Hessians come from :func:`suite.metrics.hessian.exact.exact_hessians` (dense, float64). Each rank
+is decided on the singular values of the matrix itself (:mod:`suite.linalg.rank`; the Hessian code of
+Singh et al. used ``numpy.linalg.matrix_rank``, the ``numpy`` rule, which is the default here, with the
+float64 epsilon of the Hessians unless the rule names a dtype), and is
+reported with its threshold and the gap ``sigma_r / sigma_{r+1}``. The functional Hessian vanishes at zero
+residual, and ``H_L - H_o`` carries rounding errors of the size of ``H_L``: its threshold is computed with
+``max(sigma_1(H_f), sigma_1(H_L))`` in place of ``sigma_1``, so a numerically-zero ``H_f`` has rank 0.
+
+Data: the first ``n`` samples of the case's dataset, flattened to ``X`` of shape ``(n, d)`` for the data
+rank ``r = rank(X^T X)``. Targets: for ``mse`` Gaussian targets ``(n, K)`` drawn with the case seed or the
+one-hot labels; for ``cross_entropy`` the dataset's labels or uniformly random ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from suite.errors import MetricError
+from suite.linalg.rank import NumpyRule, RankRule, rank_from_singular_values
+from suite.metrics.hessian.exact import exact_hessians
+from suite.metrics.registry import MetricContext, register_metric
+from suite.spec.base import SpecModel
+
+__all__ = ["HessianRankParams", "hessian_rank"]
+
+PARTS = ("outer", "functional", "loss")
+
+
+class HessianRankParams(SpecModel):
+    """Parameters of ``hessian_rank``."""
+
+    loss: Literal["mse", "cross_entropy"] = Field("mse", description="mse: 1/2 ||F - y||^2; cross_entropy on logits.")
+    n: int | None = Field(None, ge=1, description="Use the first n samples of the dataset (default: all).")
+    targets: Literal["gaussian", "one_hot"] = Field("gaussian", description="mse targets: N(0, 1) draws or one-hot labels.")
+    labels: Literal["data", "random"] = Field("data", description="cross_entropy / one_hot labels: the dataset's or random.")
+    tolerance: RankRule = Field(default_factory=NumpyRule, description="Rank rule (Singh et al. used numpy's).")
+    max_params: int = Field(6000, ge=1, description="Refuse nets with more parameters (dense p x p Hessians).")
+
+
+def _targets(params: HessianRankParams, data: Any, n: int, k: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    needs_labels = params.loss == "cross_entropy" or params.targets == "one_hot"
+    if needs_labels:
+        if params.labels == "data":
+            if data.targets is None:
+                raise MetricError("the dataset has no labels; set labels: random")
+            labels = data.targets[:n].to(torch.int64)
+            if int(labels.max()) >= k:
+                raise MetricError(f"labels go up to {int(labels.max())} but the net has {k} outputs")
+        else:
+            labels = torch.randint(0, k, (n,), generator=gen)
+        if params.loss == "cross_entropy":
+            return labels
+        return nn.functional.one_hot(labels, k).to(torch.float64)
+    return torch.randn(n, k, dtype=torch.float64, generator=gen)
+
+
+def _rank_on_scale(sigma: torch.Tensor, shape: tuple[int, int], rule: Any, scale: float) -> Any:
+    """The rule's rank of ``sigma`` with its threshold computed as if ``sigma_1`` were ``max(sigma_1, scale)``."""
+    own = rank_from_singular_values(sigma, shape, rule, torch.float64)
+    if own.sigma_max >= scale or own.sigma_max == 0:
+        return own
+    padded = torch.cat([sigma.new_tensor([scale]), sigma[1:]])  # same rule, the larger sigma_1
+    threshold = rank_from_singular_values(padded, shape, rule, torch.float64).threshold
+    rank = int((sigma > threshold).sum())
+    gap = float(sigma[rank - 1] / sigma[rank]) if 0 < rank < sigma.numel() and sigma[rank] > 0 else None
+    return type(own)(rank=rank, threshold=threshold, gap=gap, sigma_max=own.sigma_max, n_singular=own.n_singular)
+
+
+def _summarize(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "p": values["n_params"],
+        "r = rank(X^T X)": values["data_rank"],
+        "rank H_o": values["rank_outer"],
+        "rank H_f": values["rank_functional"],
+        "rank H_L": values["rank_loss"],
+        "H_L rank / p": f"{values['rank_loss'] / values['n_params']:.3f}",
+    }
+
+
+def _details(values: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["Hessian", "rank", "threshold", "sigma_1", "gap sigma_r / sigma_r+1"]
+    rows = []
+    for part, label in zip(PARTS, ("H_o (outer product)", "H_f (functional)", "H_L (loss)")):
+        info = values[part]
+        gap = "-" if info["gap"] is None else f"{info['gap']:.3g}"
+        rows.append([label, info["rank"], f"{info['threshold']:.3g}", f"{info['sigma_max']:.3g}", gap])
+    return headers, rows
+
+
+@register_metric(HessianRankParams, needs_data=True, summarize=_summarize, details=_details)
+def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: MetricContext) -> dict[str, Any]:
+    """Ranks of the outer-product, functional and loss Hessians in float64 (Singh et al. 2021, eq. 2-4).
+
+    Values: ``n_params`` p, ``n_samples``, ``data_rank`` r, ``ranks`` ``[rank H_o, rank H_f, rank H_L]``
+    (the order of the theory predictions), ``rank_outer``/``rank_functional``/``rank_loss``, and per part
+    the threshold, ``sigma_1``, the gap and the first singular values beyond the threshold.
+    """
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n_params > params.max_params:
+        raise MetricError(f"{n_params} parameters: the dense Hessian needs max_params >= {n_params} (now {params.max_params})")
+    n = data.inputs.shape[0] if params.n is None else min(params.n, data.inputs.shape[0])
+    x = data.inputs[:n].to(torch.float64)
+    with torch.no_grad():
+        k = int(model(x[:1].to(next(model.parameters()).dtype)).shape[-1])
+    y = _targets(params, data, n, k, ctx.seed)
+    parts = exact_hessians(model, x, y, params.loss)
+    flat = x.reshape(n, -1)
+    data_rank = rank_from_singular_values(torch.linalg.svdvals(flat), tuple(flat.shape), NumpyRule(), torch.float64).rank  # = rank(X^T X)
+    out: dict[str, Any] = {"n_params": parts.n_params, "n_samples": n, "n_outputs": k, "data_rank": data_rank}
+    sigma_loss = torch.linalg.svdvals(parts.loss)
+    for part in ("loss", "outer", "functional"):
+        matrix = getattr(parts, part)
+        sigma = sigma_loss if part == "loss" else torch.linalg.svdvals(matrix)
+        if part == "functional":
+            # H_f = H_L - H_o carries rounding errors of the size of H_L: decide its rank on the scale of
+            # sigma_1(H_L) when that is larger (a vanishing H_f, e.g. one linear layer, has rank 0, not p)
+            res = _rank_on_scale(sigma, tuple(matrix.shape), params.tolerance, float(sigma_loss[0]))
+        else:
+            res = rank_from_singular_values(sigma, tuple(matrix.shape), params.tolerance, torch.float64)
+        out[part] = {"rank": res.rank, "threshold": res.threshold, "sigma_max": res.sigma_max, "gap": res.gap}
+        out[f"rank_{part}"] = res.rank
+    out["ranks"] = [out["rank_outer"], out["rank_functional"], out["rank_loss"]]
+    return out
