@@ -9,7 +9,8 @@ the loss ``L(theta) = (1/n) sum_i l(F(x_i; theta), y_i)`` has the Hessian (Gauss
 
 with ``J_i = dF(x_i) / d theta`` of shape ``(K, p)``. For MSE ``l = 1/2 ||F - y||^2`` the output Hessian
 is the identity; for cross-entropy on logits it is ``diag(softmax) - softmax softmax^T``. Everything here
-is computed densely in float64 with ``torch.func`` (``hessian`` of the loss, ``jacrev`` of the outputs), so
+is computed densely in float64 with ``torch.func`` (``jacrev(jacrev(loss))`` in vmapped chunks of rows,
+``jacrev`` of the outputs), so
 it is meant for nets with up to a few thousand parameters; ``H_f`` is formed as ``H_L - H_o``.
 """
 
@@ -21,11 +22,15 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.func import functional_call, hessian, jacrev
+from torch.func import functional_call, jacrev
 
-__all__ = ["HessianParts", "exact_hessians", "flat_parameters"]
+__all__ = ["HESSIAN_CHUNK", "HessianParts", "exact_hessians", "flat_parameters", "loss_hessian"]
 
 Loss = Literal["mse", "cross_entropy"]
+
+# Hessian rows computed per vmapped reverse pass. Measured on 2 CPU cores at p = 3960: reverse-over-reverse
+# in chunks of 128 took 0.32 s, of 512 0.37 s, torch.func.hessian (forward-over-reverse, all p at once) 2.2 s.
+HESSIAN_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,36 @@ def _output_hessian(outputs: torch.Tensor, loss: Loss) -> torch.Tensor:
     """``d^2 l / dF^2`` per sample, ``(n, K, K)``: identity (MSE) or ``diag(p) - p p^T`` (cross-entropy)."""
     n, k = outputs.shape
     if loss == "mse":
-        return torch.eye(k, dtype=outputs.dtype).expand(n, k, k)
+        return torch.eye(k, dtype=outputs.dtype).expand(n, k, k).contiguous()
     prob = torch.softmax(outputs, dim=-1)
     return torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
+
+
+def _prepare(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss):
+    """Flat float64 parameters, and the outputs and mean loss as functions of them (on a float64 copy)."""
+    theta, layout = flat_parameters(model)
+    model64 = copy.deepcopy(model).to(torch.float64)
+    x = inputs.to(torch.float64)
+    y = targets.to(torch.float64) if loss == "mse" else targets.to(torch.int64)
+
+    def outputs_of(t: torch.Tensor) -> torch.Tensor:
+        return functional_call(model64, _unflatten(t, layout), (x,))
+
+    def mean_loss(t: torch.Tensor) -> torch.Tensor:
+        return _per_sample_loss(outputs_of(t), y, loss).mean()
+
+    return theta, outputs_of, mean_loss
+
+
+def loss_hessian(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """``H_L`` alone, ``(p, p)`` float64: reverse-over-reverse ``jacrev(jacrev(L))`` in vmapped row chunks."""
+    theta, _, mean_loss = _prepare(model, inputs, targets, loss)
+    return _hessian_of(mean_loss, theta)
+
+
+def _hessian_of(fn, theta: torch.Tensor) -> torch.Tensor:
+    h = jacrev(jacrev(fn), chunk_size=HESSIAN_CHUNK)(theta)
+    return 0.5 * (h + h.mT)
 
 
 def exact_hessians(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss) -> HessianParts:
@@ -85,20 +117,11 @@ def exact_hessians(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     Returns:
         The three ``(p, p)`` symmetric matrices, ``p`` the number of trainable parameters.
     """
-    theta, layout = flat_parameters(model)
-    model64 = copy.deepcopy(model).to(torch.float64)
-    x = inputs.to(torch.float64)
-    y = targets.to(torch.float64) if loss == "mse" else targets.to(torch.int64)
-
-    def outputs_of(t: torch.Tensor) -> torch.Tensor:
-        return functional_call(model64, _unflatten(t, layout), (x,))
-
-    def mean_loss(t: torch.Tensor) -> torch.Tensor:
-        return _per_sample_loss(outputs_of(t), y, loss).mean()
-
-    h_loss = hessian(mean_loss)(theta)
-    jac = jacrev(outputs_of)(theta)  # (n, K, p)
+    theta, outputs_of, mean_loss = _prepare(model, inputs, targets, loss)
+    h_loss = _hessian_of(mean_loss, theta)
+    jac = jacrev(outputs_of, chunk_size=HESSIAN_CHUNK)(theta)  # (n, K, p)
     out = outputs_of(theta).detach()
-    h_out = torch.einsum("nkp,nkl,nlq->pq", jac, _output_hessian(out, loss), jac) / x.shape[0]
-    h_loss = 0.5 * (h_loss + h_loss.mT)
+    n, k, p = jac.shape
+    g_jac = torch.bmm(_output_hessian(out, loss), jac)  # (n, K, p): G_i J_i
+    h_out = jac.reshape(n * k, p).mT @ g_jac.reshape(n * k, p) / n  # sum_i J_i^T G_i J_i / n, one GEMM
     return HessianParts(h_loss, h_out, h_loss - h_out)
