@@ -61,6 +61,12 @@ def _targets(params: HessianRankParams, data: Any, n: int, k: int, seed: int) ->
     return torch.randn(n, k, dtype=torch.float64, generator=gen)
 
 
+def _symmetric_singular_values(matrix: torch.Tensor) -> torch.Tensor:
+    """Singular values of a symmetric matrix, descending: ``|eigenvalues|`` from ``eigvalsh`` (LAPACK syevd),
+    several times faster than a general SVD and as accurate (both backward stable)."""
+    return torch.linalg.eigvalsh(matrix).abs().sort(descending=True).values
+
+
 def _rank_on_scale(sigma: torch.Tensor, shape: tuple[int, int], rule: Any, scale: float) -> Any:
     """The rule's rank of ``sigma`` with its threshold computed as if ``sigma_1`` were ``max(sigma_1, scale)``."""
     own = rank_from_singular_values(sigma, shape, rule, torch.float64)
@@ -114,10 +120,10 @@ def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: Me
     flat = x.reshape(n, -1)
     data_rank = rank_from_singular_values(torch.linalg.svdvals(flat), tuple(flat.shape), NumpyRule(), torch.float64).rank  # = rank(X^T X)
     out: dict[str, Any] = {"n_params": parts.n_params, "n_samples": n, "n_outputs": k, "data_rank": data_rank}
-    sigma_loss = torch.linalg.svdvals(parts.loss)
+    sigma_loss = _symmetric_singular_values(parts.loss)
     for part in ("loss", "outer", "functional"):
         matrix = getattr(parts, part)
-        sigma = sigma_loss if part == "loss" else torch.linalg.svdvals(matrix)
+        sigma = sigma_loss if part == "loss" else _symmetric_singular_values(matrix)
         if part == "functional":
             # H_f = H_L - H_o carries rounding errors of the size of H_L: decide its rank on the scale of
             # sigma_1(H_L) when that is larger (a vanishing H_f, e.g. one linear layer, has rank 0, not p)
