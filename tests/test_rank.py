@@ -341,3 +341,15 @@ def test_weight_spectrum_is_registered_and_summarized():
     headers, rows = mdef.details(values)
     assert headers[0] == "layer" and len(rows) == 2
     assert rows[0][2] == "8 x 27"
+
+
+def test_scale_sets_the_threshold_of_a_matrix_of_rounding_noise():
+    """Singular values at 1e-16 of a reference scale 1.0: rank 0 against the scale, full against themselves."""
+    from suite.linalg.rank import NumpyRule, rank_from_singular_values
+
+    sigma = torch.tensor([3e-16, 2e-16, 1e-16], dtype=torch.float64)
+    own = rank_from_singular_values(sigma, (3, 3), NumpyRule(), torch.float64)
+    scaled = rank_from_singular_values(sigma, (3, 3), NumpyRule(), torch.float64, scale=1.0)
+    assert own.rank == 3
+    assert scaled.rank == 0 and scaled.threshold == 3 * 2.0**-52 and scaled.sigma_max == 3e-16
+    assert rank_from_singular_values(sigma * 1e16, (3, 3), NumpyRule(), torch.float64, scale=1.0).rank == 3

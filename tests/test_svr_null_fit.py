@@ -27,8 +27,8 @@ from suite.metrics import METRICS
 from suite.metrics.registry import MetricContext
 from suite.metrics.svr.maps import SvrMap
 from suite.metrics.svr.null_fit import (
+    CHUNK_BYTES,
     SvrNullFitParams,
-    batched_adjacency,
     batched_neurons,
     draw_weights,
     exact_law,
@@ -39,7 +39,7 @@ from suite.metrics.svr.null_fit import (
     svr_null_fit,
 )
 from suite.metrics.svr.significance import beta_law, fourth_moment_fc
-from suite.metrics.svr.spectral import adjacency, decompose
+from suite.metrics.svr.spectral import adjacency, adjacency_of, decompose
 
 N_NOISE = 2.0  # sqrt(N) * KS above this has probability ~ 0.0007 for an i.i.d. sample (Kolmogorov law)
 
@@ -121,7 +121,7 @@ def test_batched_path_equals_decompose_and_adjacency(shapes, kinds, flatten):
     ws = [draw_weights(s, 3, "gaussian", gen) for s in shapes]
     u, _ = batched_neurons(ws[0], kinds[0], flatten)
     _, v = batched_neurons(ws[1], kinds[1], flatten)
-    a = batched_adjacency(u, v, chunk_bytes=1)  # one repeat per chunk
+    a = adjacency_of(u, v, chunk_bytes=1)  # one next-map neuron per chunk
     for r in range(3):
         prev = decompose(SvrMap("a", kinds[0], ws[0][r], shapes[0]), flatten, driver="svd")
         nxt = decompose(SvrMap("b", kinds[1], ws[1][r], shapes[1]), flatten, driver="svd")
@@ -217,7 +217,7 @@ def test_wrong_null_models_fail_the_limits(conv_gauss):
     gen = torch.Generator().manual_seed(0)
     u, _ = batched_neurons(draw_weights((16, 16, 9), 400, "gaussian", gen), "conv", "svr")
     _, v = batched_neurons(draw_weights((16, 16, 9), 400, "gaussian", gen), "conv", "svr")
-    a = batched_adjacency(u, v)
+    a = adjacency_of(u, v, CHUNK_BYTES)  # as the metric
     right = pair_fit(a, 16, 1, 9, [1.0, 2.0, 3.0])
     assert right["ks_distance"] == conv_gauss["pairs"][0]["ks_distance"]  # same draws as the metric
     as_fc = pair_fit(a, 16, 1, 1, [1.0, 2.0, 3.0])  # x = c a against chi2(1)

@@ -142,13 +142,19 @@ def rank_from_singular_values(
     shape: tuple[int, int],
     rule: FengRule | NumpyRule | ExplicitRule,
     source_dtype: torch.dtype = torch.float32,
+    scale: float | None = None,
 ) -> RankResult:
-    """Numerical rank from descending singular values ``sigma`` (1-D, length ``min(shape)``)."""
+    """Numerical rank from descending singular values ``sigma`` (1-D, length ``min(shape)``).
+
+    ``scale``: decide the threshold with ``max(sigma_1, scale)`` in place of ``sigma_1``, for a matrix
+    whose rounding errors are those of a larger one (``H_f = H_L - H_o`` carries errors of size
+    ``eps sigma_1(H_L)``, so a numerically-zero ``H_f`` must come out as rank 0, not full rank).
+    """
     values = sigma.detach().to("cpu", torch.float64)
     if values.ndim != 1:
         raise ValueError(f"expected a 1-D tensor of singular values; got shape {tuple(values.shape)}")
     sigma_max = float(values[0]) if values.numel() else 0.0
-    threshold = rank_threshold(sigma_max, shape, rule, source_dtype)
+    threshold = rank_threshold(max(sigma_max, scale or 0.0), shape, rule, source_dtype)
     rank = int((values > threshold).sum())
     gap: float | None = None
     if 0 < rank < values.numel():

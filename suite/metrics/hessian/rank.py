@@ -67,18 +67,6 @@ def _symmetric_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(matrix).abs().sort(descending=True).values
 
 
-def _rank_on_scale(sigma: torch.Tensor, shape: tuple[int, int], rule: Any, scale: float) -> Any:
-    """The rule's rank of ``sigma`` with its threshold computed as if ``sigma_1`` were ``max(sigma_1, scale)``."""
-    own = rank_from_singular_values(sigma, shape, rule, torch.float64)
-    if own.sigma_max >= scale or own.sigma_max == 0:
-        return own
-    padded = torch.cat([sigma.new_tensor([scale]), sigma[1:]])  # same rule, the larger sigma_1
-    threshold = rank_from_singular_values(padded, shape, rule, torch.float64).threshold
-    rank = int((sigma > threshold).sum())
-    gap = float(sigma[rank - 1] / sigma[rank]) if 0 < rank < sigma.numel() and sigma[rank] > 0 else None
-    return type(own)(rank=rank, threshold=threshold, gap=gap, sigma_max=own.sigma_max, n_singular=own.n_singular)
-
-
 def _summarize(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "p": values["n_params"],
@@ -124,12 +112,9 @@ def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: Me
     for part in ("loss", "outer", "functional"):
         matrix = getattr(parts, part)
         sigma = sigma_loss if part == "loss" else _symmetric_singular_values(matrix)
-        if part == "functional":
-            # H_f = H_L - H_o carries rounding errors of the size of H_L: decide its rank on the scale of
-            # sigma_1(H_L) when that is larger (a vanishing H_f, e.g. one linear layer, has rank 0, not p)
-            res = _rank_on_scale(sigma, tuple(matrix.shape), params.tolerance, float(sigma_loss[0]))
-        else:
-            res = rank_from_singular_values(sigma, tuple(matrix.shape), params.tolerance, torch.float64)
+        # H_f = H_L - H_o carries rounding errors of the size of H_L: its threshold is on that scale
+        scale = float(sigma_loss[0]) if part == "functional" else None
+        res = rank_from_singular_values(sigma, tuple(matrix.shape), params.tolerance, torch.float64, scale=scale)
         out[part] = {"rank": res.rank, "threshold": res.threshold, "sigma_max": res.sigma_max, "gap": res.gap}
         out[f"rank_{part}"] = res.rank
     out["ranks"] = [out["rank_outer"], out["rank_functional"], out["rank_loss"]]

@@ -80,11 +80,11 @@ from suite.errors import MetricError
 from suite.metrics.registry import MetricContext, register_metric
 from suite.metrics.svr.maps import SvrMap, svr_chain
 from suite.metrics.svr.significance import beta_law, chi2_law, fourth_moment_fc, sigma_to_tail
+from suite.metrics.svr.spectral import adjacency_of, factor_weight
 from suite.spec.base import SpecModel
 
 __all__ = [
     "SvrNullFitParams",
-    "batched_adjacency",
     "batched_neurons",
     "draw_weights",
     "exact_law",
@@ -148,45 +148,10 @@ def draw_weights(shape: tuple[int, ...], repeats: int, distribution: str, genera
 
 
 def batched_neurons(w: torch.Tensor, kind: str, flatten: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Output and input representations of a batch of weights ``(R, o, c, Z)``, as in ``decompose``.
-
-    SVR flattening ``(o, c Z)``: ``u (R, o, 1, M)``, ``v (R, c, Z, M)``; co-SVR (conv maps only)
-    ``(o Z, c)``: ``u (R, o, Z, M)``, ``v (R, c, 1, M)``; ``M = min`` of the flattened sides.
-    Singular values are not needed: adjacency reads only the singular vectors.
-    """
-    r, o, c, z = w.shape
-    if flatten == "co_svr" and kind == "conv":
-        u, v = _batched_svd_vectors(w.permute(0, 1, 3, 2).reshape(r, o * z, c))
-        return u.reshape(r, o, z, -1), v.reshape(r, c, 1, -1)
-    u, v = _batched_svd_vectors(w.reshape(r, o, c * z))
-    return u.reshape(r, o, 1, -1), v.reshape(r, c, z, -1)
-
-
-def _batched_svd_vectors(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``U (R, rows, M)`` and ``V (R, cols, M)`` by LAPACK on the tall orientation, as ``spectral._svd``."""
-    if matrix.shape[1] >= matrix.shape[2]:
-        u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-        return u, vh.mT
-    v, _, uh = torch.linalg.svd(matrix.mT, full_matrices=False)
-    return uh.mT, v
-
-
-def batched_adjacency(u: torch.Tensor, v: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
-    """``a[r, n, m] = sum_{z_u, z_v} (sum_k u[r, k, z_u, m] v[r, k, z_v, n])^2``, shape ``(R, N, M)``.
-
-    The batched form of :func:`suite.metrics.svr.spectral.adjacency` (rows: next map, columns: previous).
-    """
-    r, c, zu, m = u.shape
-    _, c2, zv, n = v.shape
-    if c != c2:
-        raise ValueError(f"maps do not share a space: {c} outputs vs {c2} inputs")
-    step = max(1, min(r, chunk_bytes // max(zv * n * zu * m * 8, 1)))
-    out = torch.empty((r, n, m), dtype=torch.float64)
-    for r0 in range(0, r, step):
-        r1 = min(r, r0 + step)
-        g = v[r0:r1].reshape(r1 - r0, c, zv * n).mT @ u[r0:r1].reshape(r1 - r0, c, zu * m)
-        out[r0:r1] = g.reshape(r1 - r0, zv, n, zu, m).square().sum(dim=(1, 3))
-    return out
+    """Output and input representations of a batch of weights ``(R, o, c, Z)``:
+    :func:`~suite.metrics.svr.spectral.factor_weight` with LAPACK's SVD (singular values are not needed)."""
+    u, _, v, _ = factor_weight(w, kind, flatten, driver="svd")
+    return u, v
 
 
 def exact_law(shared_dim: int, z_u: int, z_v: int):
@@ -401,7 +366,7 @@ def svr_null_fit_values(model: nn.Module, params: SvrNullFitParams, seed: int) -
         u, v = batched_neurons(w, m.kind, params.flatten)
         del w
         if prev_u is not None:
-            a = batched_adjacency(prev_u, v)
+            a = adjacency_of(prev_u, v, CHUNK_BYTES)
             c, z_u, z_v = int(prev_u.shape[1]), int(prev_u.shape[2]), int(v.shape[2])
             fit = pair_fit(a, c, z_u, z_v, params.sigmas, params.curve_points)
             shape = [int(a.shape[1]), int(a.shape[2])]

@@ -25,6 +25,7 @@ from suite.metrics.registry import MetricContext, register_metric
 from suite.metrics.svr.representation import compute_svr
 from suite.metrics.svr.spectral import internal_dimensions
 from suite.spec.base import SpecModel
+from suite.training.trainer import evaluate
 
 __all__ = ["PruningParams", "kept_neurons", "svr_pruning"]
 
@@ -34,7 +35,6 @@ class PruningParams(SpecModel):
 
     layers: list[str] | None = Field(None, description="fnmatch patterns of the SVR chain (as in svr).")
     prune_last: bool = Field(False, description="Also truncate the last map (the class scores) to its internal dim.")
-    batch_size: int = Field(1024, ge=1, description="Evaluation batch size.")
 
 
 def kept_neurons(dims: list[tuple[int, int]], n_neurons: list[int], prune_last: bool) -> list[int]:
@@ -51,13 +51,8 @@ def kept_neurons(dims: list[tuple[int, int]], n_neurons: list[int], prune_last: 
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, batch: int) -> float:
-    dtype = next(model.parameters()).dtype
-    correct = 0
-    for i in range(0, inputs.shape[0], batch):
-        x = inputs[i : i + batch].to(device=device, dtype=dtype)
-        correct += int((model(x).argmax(dim=-1).cpu() == targets[i : i + batch]).sum())
-    return correct / inputs.shape[0]
+def _accuracy(model: nn.Module, data: Any, device: torch.device) -> float:
+    return evaluate(model, data, device=device)[1]
 
 
 @torch.no_grad()
@@ -111,10 +106,9 @@ def svr_pruning(model: nn.Module, data: Any, params: PruningParams, ctx: MetricC
     dims = [internal_dimensions(a, result.shared_dim(i))[:2] for i, a in enumerate(result.adjacencies)]
     n_neurons = [nrn.n_neurons for nrn in result.neurons]
     kept = kept_neurons(dims, n_neurons, params.prune_last)
-    device = ctx.device
-    before = _accuracy(model, data.inputs, data.targets, device, params.batch_size)
-    after = _accuracy(_truncated(model, result, kept, bottom=False), data.inputs, data.targets, device, params.batch_size)
-    control = _accuracy(_truncated(model, result, kept, bottom=True), data.inputs, data.targets, device, params.batch_size)
+    before = _accuracy(model, data, ctx.device)
+    after = _accuracy(_truncated(model, result, kept, bottom=False), data, ctx.device)
+    control = _accuracy(_truncated(model, result, kept, bottom=True), data, ctx.device)
     shapes = [tuple(m.weight.shape) for m in result.maps]
     return {
         "maps": [m.name for m in result.maps],

@@ -29,6 +29,7 @@ Both are stored uniformly as ``u`` of shape ``(o, Z_u, M)`` and ``v`` of shape `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,7 +40,9 @@ from suite.metrics.svr.maps import SvrMap
 __all__ = [
     "SpectralNeurons",
     "adjacency",
+    "adjacency_of",
     "decompose",
+    "factor_weight",
     "internal_dimensions",
     "node_intensity",
     "svd_factors",
@@ -74,15 +77,16 @@ class SpectralNeurons:
 
 
 def _svd(matrix: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``U (R, M), S (M,), V (C, M)`` by LAPACK on the tall orientation (wide inputs are transposed)."""
-    if matrix.shape[0] >= matrix.shape[1]:
+    """``U (..., R, M), S (..., M), V (..., C, M)`` by LAPACK on the tall orientation (wide inputs are
+    transposed); leading dimensions are a batch."""
+    if matrix.shape[-2] >= matrix.shape[-1]:
         u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
         v = vh.mT
     else:
         v, s, uh = torch.linalg.svd(matrix.mT, full_matrices=False)
         u = uh.mT
     if k is not None:
-        u, s, v = u[:, :k], s[:k], v[:, :k]
+        u, s, v = u[..., :k], s[..., :k], v[..., :k]
     return u, s, v
 
 
@@ -116,7 +120,8 @@ def _gram(matrix: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tens
 def svd_factors(
     matrix: torch.Tensor, driver: Driver = "auto", max_neurons: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """``U (R, M), S (M,), V (C, M), method`` of a float64 matrix ``(R, C)``; ``M = min(R, C, max_neurons)``.
+    """``U (..., R, M), S (..., M), V (..., C, M), method`` of a float64 matrix ``(..., R, C)``;
+    ``M = min(R, C, max_neurons)``; leading dimensions are a batch (always decomposed by ``svd``).
 
     ``driver``: ``svd`` (LAPACK gesdd on the tall orientation), ``gram`` (eigendecomposition of the
     smaller Gram matrix, falling back to ``svd`` when ill-conditioned, see :func:`_gram`) or ``auto``
@@ -124,47 +129,62 @@ def svd_factors(
     """
     if matrix.dtype != torch.float64:
         raise TypeError(f"svd_factors needs float64, got {matrix.dtype}")
-    k = None if max_neurons is None or max_neurons >= min(matrix.shape) else max_neurons
-    if driver == "gram" or (driver == "auto" and min(matrix.shape) >= GRAM_MIN_DIM):
+    rows, cols = matrix.shape[-2:]
+    k = None if max_neurons is None or max_neurons >= min(rows, cols) else max_neurons
+    use_gram = driver == "gram" or (driver == "auto" and min(rows, cols) >= GRAM_MIN_DIM)
+    if use_gram and matrix.ndim == 2:
         factors = _gram(matrix, k)
         if factors is not None:
             return (*factors, "gram")
     return (*_svd(matrix, k), "svd")
 
 
+def factor_weight(
+    w: torch.Tensor, kind: str, flatten: Flatten = "svr", driver: Driver = "auto", max_neurons: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """``u (..., o, Z_u, M)``, ``s (..., M)``, ``v (..., c, Z_v, M)`` and the method, for a weight
+    ``(..., o, c, Z)`` under the SVR (or co-SVR, conv maps only) flattening; leading dimensions are a batch."""
+    *batch, o, c, z = w.shape
+    if flatten == "co_svr" and kind == "conv":
+        u, s, v, how = svd_factors(w.transpose(-1, -2).reshape(*batch, o * z, c), driver, max_neurons)
+        return u.reshape(*batch, o, z, -1), s, v.reshape(*batch, c, 1, -1), how
+    u, s, v, how = svd_factors(w.reshape(*batch, o, c * z), driver, max_neurons)
+    return u.reshape(*batch, o, 1, -1), s, v.reshape(*batch, c, z, -1), how
+
+
 def decompose(m: SvrMap, flatten: Flatten = "svr", driver: Driver = "auto", max_neurons: int | None = None) -> SpectralNeurons:
     """Spectral neurons of one map under the SVR (or co-SVR, conv maps only) flattening."""
-    w = m.weight  # (o, c, Z)
-    o, c, z = w.shape
-    if flatten == "co_svr" and m.kind == "conv":
-        u, s, v, how = svd_factors(w.permute(0, 2, 1).reshape(o * z, c), driver, max_neurons)
-        return SpectralNeurons(u.reshape(o, z, -1), s, v.reshape(c, 1, -1), how)
-    u, s, v, how = svd_factors(w.reshape(o, c * z), driver, max_neurons)
-    return SpectralNeurons(u.reshape(o, 1, -1), s, v.reshape(c, z, -1), how)
+    return SpectralNeurons(*factor_weight(m.weight, m.kind, flatten, driver, max_neurons))
+
+
+def adjacency_of(u: torch.Tensor, v: torch.Tensor, chunk_bytes: int = 1 << 28) -> torch.Tensor:
+    """``a[..., n, m]`` from output representations ``u (..., c, Z_u, M)`` of the previous map and input
+    representations ``v (..., c, Z_v, N)`` of the next one; shape ``(..., N, M)``, leading dims a batch.
+
+    One matrix product ``V^T U`` over the shared dimension per chunk of next-map neurons (a chunk holds at
+    most ``chunk_bytes`` of the intermediate ``(..., Z_v, n, Z_u, M)`` tensor), squared and summed over the
+    kernel positions (module docstring).
+    """
+    *batch, c, zu, m = u.shape
+    *_, c_next, zv, n = v.shape
+    if c != c_next:
+        raise ValueError(f"maps do not share a space: {c} outputs vs {c_next} inputs")
+    b = math.prod(batch)
+    uf = u.reshape(b, c, zu * m)
+    vb = v.reshape(b, c, zv, n)
+    step = max(1, min(n, chunk_bytes // max(b * zv * zu * m * 8, 1)))
+    out = torch.empty((b, n, m), dtype=torch.float64)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        vf = vb[..., n0:n1].reshape(b, c, zv * (n1 - n0))
+        g = (vf.mT @ uf).reshape(b, zv, n1 - n0, zu, m)
+        out[:, n0:n1] = g.square().sum(dim=(1, 3))
+    return out.reshape(*batch, n, m)
 
 
 def adjacency(prev: SpectralNeurons, nxt: SpectralNeurons, chunk_bytes: int = 1 << 28) -> torch.Tensor:
-    """Adjacency ``a[n, m]`` between the spectral neurons of two consecutive maps, shape ``(M_next, M_prev)``.
-
-    Computed as one matrix product ``V_next^T U_prev`` over the shared dimension per chunk of next-map
-    neurons (chunks hold at most ``chunk_bytes`` of the intermediate ``(Z_v, n, Z_u, M)`` tensor), then
-    squared and summed over the kernel positions (module docstring).
-    """
-    u, v = prev.u, nxt.v
-    if u.shape[0] != v.shape[0]:
-        raise ValueError(f"maps do not share a space: {u.shape[0]} outputs vs {v.shape[0]} inputs")
-    c, zu, m = u.shape
-    _, zv, n = v.shape
-    uf = u.reshape(c, zu * m)
-    per_neuron = zv * zu * m * 8
-    step = max(1, min(n, chunk_bytes // max(per_neuron, 1)))
-    out = torch.empty((n, m), dtype=torch.float64)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        vf = v[:, :, n0:n1].reshape(c, zv * (n1 - n0))
-        g = (vf.mT @ uf).reshape(zv, n1 - n0, zu, m)
-        out[n0:n1] = g.square().sum(dim=(0, 2))
-    return out
+    """Adjacency ``a[n, m]`` between the spectral neurons of two consecutive maps, shape ``(M_next, M_prev)``."""
+    return adjacency_of(prev.u, nxt.v, chunk_bytes)
 
 
 def internal_dimensions(a: torch.Tensor, shared_dim: int) -> tuple[int, int, float]:
