@@ -74,7 +74,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from suite.spec import expand_cases
 
         n = len(expand_cases(loaded.spec))
-        print(f"{file}: ok ({loaded.spec.name}, tier {loaded.spec.tier}, {n} case(s))")
+        n_series = f", {len(loaded.spec.series)} series" if loaded.spec.series else ""
+        print(f"{file}: ok ({loaded.spec.name}, tier {loaded.spec.tier}, {n} case(s){n_series})")
     return code
 
 
@@ -161,9 +162,11 @@ def _compare_and_report(loaded, cases, run, args) -> int:
     from suite.report import render_report
     from suite.runner.store import atomic_write_text
 
+    from suite.spec import expand_cases
+
     spec = loaded.spec
     baselines = load_baselines(baseline_path(Path(args.baselines_dir), spec.name), spec.name)
-    comparison = compare_run(cases, run, baselines, spec.timing)
+    comparison = compare_run(cases, run, baselines, spec.timing, spec.series, expand_cases(spec))
     atomic_write_text(run.verdicts_path, json.dumps([v.to_json() for v in comparison.verdicts], indent=1, default=str) + "\n")
     code = exit_code(comparison)
     if not getattr(args, "no_report", False):

@@ -1,8 +1,8 @@
 """Benchmark pairs of the Hessian-rank family.
 
-Ours: :func:`suite.metrics.hessian.exact.loss_hessian` (``jacrev(jacrev(L))`` of the mean loss on one flat
-float64 parameter vector, rows vmapped in chunks; ``exact_hessians`` adds ``H_o`` from one ``jacrev`` of the
-outputs and one GEMM). Reference: the call a
+Ours: :func:`suite.metrics.hessian.exact.loss_hessian` (rows of ``H_L`` as vector-Jacobian products of
+``grad(L)`` with respect to the dict of float64 parameters, from one ``vjp`` vmapped over chunks of unit
+cotangents; ``exact_hessians`` adds ``H_o`` from the output Jacobian and one GEMM). Reference: the call a
 script would write, ``torch.autograd.functional.hessian`` over the tuple of parameter tensors (one
 reverse pass per parameter row), assembled into the dense ``p x p`` matrix. They must agree on ``H_L``
 to 1e-9 relative.
@@ -38,7 +38,7 @@ def autograd_loss_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     return torch.cat(rows, 0)
 
 
-@register_pair(target=5.0, description="exact loss Hessian: torch.func reverse-over-reverse vs torch.autograd.functional.hessian")
+@register_pair(target=5.0, description="exact loss Hessian: torch.func vmapped vjp of grad vs torch.autograd.functional.hessian")
 def hessian_exact_vs_autograd(device: torch.device, size: str) -> Pair:
     """Bias-free linear MLP [64, w, w, 10], 100 Gaussian inputs, cross-entropy. Sizes: ``small`` (w = 4),
     ``default``/``w16``, ``w24``, ``w36`` (p = 3960, the released sweep's largest)."""

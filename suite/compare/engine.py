@@ -1,12 +1,15 @@
 """Evaluate a run's checks against baselines and theory, and write baselines from a run.
 
 Exit codes of a comparison (``exit_code``), most serious first: 2 a case crashed; 1 a check failed
-(or could not be evaluated); 4 a baseline is missing or stale; 0 everything passed.
+(or could not be evaluated); 4 a baseline is missing or stale; 0 everything passed. The checks of a spec's
+``series`` (:mod:`suite.compare.series`) count like case checks: their verdicts carry the case id
+``series:<id>``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from suite.compare.baseline import (
 )
 from suite.compare.checks import MISSING, lookup
 from suite.compare.registry import CHECKS, CheckContext, Verdict
+from suite.compare.series import SeriesResult, evaluate_series
 from suite.compare.tolerance import ExactTolerance, mismatches
 from suite.runner.store import RunDir
 from suite.spec.expand import Case
@@ -33,11 +37,13 @@ EXIT_OK, EXIT_FAIL, EXIT_CRASH, EXIT_USAGE, EXIT_BASELINE, EXIT_EMPTY = 0, 1, 2,
 
 @dataclass
 class Comparison:
-    """Verdicts of one run: ``verdicts`` in case order, ``records`` the result record per case id."""
+    """Verdicts of one run: ``verdicts`` in case order (then the series'), ``records`` the result record
+    per case id, ``series`` the evaluated series of the spec."""
 
     run_id: str
     verdicts: list[Verdict] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    series: list[SeriesResult] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = Counter(v.status for v in self.verdicts)
@@ -122,19 +128,37 @@ def _case_verdicts(
     return verdicts or [Verdict(case.id, "run", "pass", reason="computed; the metric declares no checks")]
 
 
-def compare_run(cases: list[Case], run: RunDir, baselines: BaselineFile, timing_policy: Any = None) -> Comparison:
+def compare_run(
+    cases: list[Case],
+    run: RunDir,
+    baselines: BaselineFile,
+    timing_policy: Any = None,
+    series: Sequence[Any] = (),
+    spec_cases: Sequence[Case] | None = None,
+) -> Comparison:
     """Verdicts of every case of ``cases`` (those the run was asked to compute) against ``baselines``.
 
     With a ``timing_policy`` (the spec's ``timing:``), freshly computed cases are also compared with their
     baseline timing (see :func:`timing_verdict`); results reused from the cache are not timed again.
+    Each entry of ``series`` (the spec's ``series:``) is then evaluated on the stored values
+    (:func:`suite.compare.series.evaluate_series`); its selectors pick among ``spec_cases`` (default
+    ``cases``), and a selected case outside ``cases`` is a missing point.
     """
     latest = run.latest()
     comparison = Comparison(run.id)
+    by_case: dict[str, list[Verdict]] = defaultdict(list)
     for case in cases:
         rec = latest.get(case.id)
         if rec is not None:
             comparison.records[case.id] = rec
-        comparison.verdicts.extend(_case_verdicts(case, rec, baselines.cases.get(case.id), timing_policy))
+        verdicts = _case_verdicts(case, rec, baselines.cases.get(case.id), timing_policy)
+        by_case[case.id].extend(verdicts)
+        comparison.verdicts.extend(verdicts)
+    ran = {c.id for c in cases}
+    for entry in series:
+        result = evaluate_series(entry, list(spec_cases if spec_cases is not None else cases), ran, comparison.records, by_case)
+        comparison.series.append(result)
+        comparison.verdicts.extend(result.verdicts)
     return comparison
 
 

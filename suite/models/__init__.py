@@ -8,6 +8,7 @@ import torch
 
 from suite.models import block_orthogonal as _block_orthogonal  # noqa: F401  (registers block_orthogonal)
 from suite.models import builtin as _builtin  # noqa: F401  (registers the built-in nets)
+from suite.models import cnn_fc as _cnn_fc  # noqa: F401  (registers cnn_fc)
 from suite.models import gaussian_chain as _gaussian_chain, structural as _structural  # noqa: F401  (registers both)
 from suite.models import timm_source as _timm_source  # noqa: F401  (registers the timm source)
 from suite.models.registry import (

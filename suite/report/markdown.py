@@ -1,10 +1,12 @@
 """Render ``reports/<spec>.md`` from a run's records and verdicts (GitHub-flavoured Markdown, tabulate).
 
 Layout: header (run, git, device, versions, seed), counts, failures first (expected vs measured and the
-reason), then one section per metric with a summary table of its cases and every check, and per-case
-detail tables folded in ``<details>``. Per-case figures (PNG) and export files (a metric's ``export``
-hook, e.g. GraphML) are written to ``reports/<spec>/`` and linked. The Markdown is derived from
-``results.jsonl``; nothing reads it back.
+reason), then one section per series of the spec (a table of its points with theory predictions, a
+figure, the fitted trend and the series' checks), then one section per metric with a summary table of
+its cases and every check, and per-case detail tables folded in ``<details>``. Per-case figures (PNG),
+series figures (``series-<id>.png``) and export files (a metric's ``export`` hook, e.g. GraphML) are
+written to ``reports/<spec>/`` and linked. The Markdown is derived from ``results.jsonl``; nothing reads
+it back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tabulate import tabulate
 
 from suite.compare.engine import Comparison, exit_code
 from suite.compare.registry import Verdict
+from suite.compare.series import SeriesResult
 from suite.metrics import METRICS
 from suite.spec.expand import Case
 
@@ -124,6 +127,75 @@ def _exports(mdef: Any, case: Case, values: dict[str, Any], figure_dir: Path | N
     return lines
 
 
+def _save_figure(fig: Any, figure_dir: Path, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    tmp = figure_dir / f".{name}.tmp.png"
+    try:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight")
+        os.replace(tmp, figure_dir / name)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def _selector_text(series: Any) -> str:
+    def axis(name: str, patterns: list[str]) -> str:
+        return f"{name} " + ", ".join(f"`{p}`" for p in patterns)
+
+    return " or ".join(
+        "; ".join(axis(n, getattr(sel, n)) for n in ("model", "dataset", "metric") if getattr(sel, n) != ["*"]) or "every case"
+        for sel in series.cases
+    )
+
+
+def _axis_text(axis: Any) -> str:
+    """``model.widths.1``, ``len(model.widths) - 1``: the key with its reduce and offset."""
+    text = f"`{axis.key}`" if axis.reduce is None else f"{axis.reduce}(`{axis.key}`)"
+    if axis.offset:
+        text += f" {'-' if axis.offset < 0 else '+'} {abs(axis.offset):g}"
+    return text
+
+
+def _series_section(result: SeriesResult, figure_dir: Path | None, link_prefix: str) -> list[str]:
+    """One series: its points (table), figure, fitted trend and checks."""
+    from suite.report.series import fit_table, point_table, series_figure, series_file_name
+
+    series = result.series
+    lines = [f"### Series `{series.id}`" + (f": {series.title}" if series.title else ""), ""]
+    if series.description:
+        lines += [series.description.strip(), ""]
+    missing = result.missing
+    count = f"{len(result.points)} point(s)" + (f", **{len(missing)} missing**" if missing else "")
+    curves = ", ".join(_axis_text(c) + (f" as `{c.name}`" if c.name != c.key else "") for c in series.y)
+    lines += [f"Cases: {_selector_text(series)} ({count}). x = {_axis_text(series.x)}; y = {curves}.", ""]
+    for problem in result.problems:
+        lines += [f"- 💥 {problem}"]
+    if result.problems:
+        lines.append("")
+    headers, rows = point_table(result)
+    lines += [_table(headers, rows), ""]
+    if figure_dir is not None and result.points:
+        name = series_file_name(series.id)
+        _save_figure(series_figure(result), figure_dir, name)
+        lines += [f"![{series.title or series.id}]({link_prefix}/{name})", ""]
+    if series.fit.kind != "none":
+        formula = (
+            "y = a x^b by ordinary least squares on (ln x, ln y); R^2 on the log-log scale"
+            if series.fit.kind == "power"
+            else "y = a + b x by ordinary least squares; R^2 of that line"
+        )
+        lo = "-inf" if series.fit.x_min is None else f"{series.fit.x_min:g}"
+        hi = "inf" if series.fit.x_max is None else f"{series.fit.x_max:g}"
+        window = f", over points with x in [{lo}, {hi}]" if series.fit.x_min is not None or series.fit.x_max is not None else ""
+        lines += [f"Fit ({series.fit.kind}): {formula}{window}.", ""]
+        headers, rows = fit_table(result)
+        lines += [_table(headers, rows), ""]
+    lines += [_table(_VERDICT_HEADERS, _verdict_rows(result.verdicts)), ""]
+    return lines
+
+
 def _training_section(cases: list[Case], comparison: Comparison) -> list[str]:
     """One row per trained model: how it was trained and how well it fits its training data."""
     rows, seen = [], set()
@@ -177,7 +249,8 @@ def render_report(
         "",
         f"**Result: {_EXIT_TEXT.get(code, str(code))}** (exit {code}) — "
         + ", ".join(f"{n} {k}" for k, n in counts.items())
-        + f" over {len(cases)} case(s).",
+        + f" over {len(cases)} case(s)"
+        + (f" and {len(comparison.series)} series." if comparison.series else "."),
         "",
     ]
     problems = [v for v in comparison.verdicts if v.status in ("fail", "error", "stale", "new")]
@@ -192,6 +265,10 @@ def render_report(
     if warns:
         lines += ["## Warnings", "", _table(_VERDICT_HEADERS, _verdict_rows(warns)), ""]
     lines += _training_section(cases, comparison)
+    if comparison.series:
+        lines += ["## Series", ""]
+        for result in comparison.series:
+            lines += _series_section(result, figure_dir, link_prefix)
     by_metric: dict[str, list[Case]] = defaultdict(list)
     for case in cases:
         by_metric[case.metric.id].append(case)

@@ -98,7 +98,8 @@ def reference_errors(spec: Any) -> list[tuple[tuple, str]]:
 
     Duplicate ids, case references to undefined ids, the reserved dataset id ``none``, metrics that
     need data paired with ``none``, duplicate explicit cases, a model's ``train.dataset`` that names no
-    dataset, and a spec that defines no case at all.
+    dataset, a spec that defines no case at all, and (once the cases expand) the problems of its
+    ``series`` (:func:`suite.spec.series.series_errors`).
     """
     from suite.metrics import METRICS
 
@@ -153,6 +154,10 @@ def reference_errors(spec: Any) -> list[tuple[tuple, str]]:
                 )
     if not spec.cases.matrix and not spec.cases.explicit:
         problems.append((("cases",), "no cases: give a matrix or explicit cases"))
+    if not problems and getattr(spec, "series", None):
+        from suite.spec.series import series_errors
+
+        problems.extend(series_errors(spec, expand_cases(spec)))
     return problems
 
 

@@ -287,6 +287,8 @@ def _message(err: dict[str, Any], path: tuple, data: Any) -> str:
         valid = [t.strip().strip("'") for t in str(ctx.get("expected_tags") or ctx.get("expected", "")).replace(" or ", ",").split(",")]
         section = next((p for p in reversed(path) if isinstance(p, str) and p in _WHAT), None)
         what = _WHAT.get(section, "kind")
+        if section == "checks" and path[:1] == ("series",):
+            what = "series check kind"  # only the kinds that read the series' own values
         disc = str(ctx.get("discriminator", "")).strip("'")
         if err["loc"][-1] == "name" or disc == "name":
             what = "builtin net"

@@ -17,6 +17,8 @@ and the cases to run::
       include: [{model: "*", metric: spectrum}]                     # keep only matching combinations
       exclude: [{model: r18, dataset: "*", metric: spectrum}]       # drop matching combinations
       explicit: [{model: mlp, dataset: noise, metric: spectrum}]    # extra cases, added as given
+    series:   [{id: width, cases: {model: "mlp*"}, x: {key: model.widths.1}, y: [{key: ranks.0, id: r0}],
+                fit: power, checks: [...]}, ...]   # optional cross-case curves (suite.spec.series)
 
 Adding a registered kind changes the schema with no edit here.
 """
@@ -159,14 +161,31 @@ def _dataset_union() -> Any:
     return _union(members, "kind")
 
 
-def _check_union() -> Any:
+@functools.cache
+def _check_entry(kind: str) -> type[BaseModel]:
     from suite.compare import CHECKS
 
-    members = [
-        create_model(f"{kind.title()}CheckEntry", __base__=chk.params, __doc__=chk.doc, kind=(Literal[kind], ...))
-        for kind, chk in CHECKS.items()
-    ]
-    return _union(members, "kind")
+    chk = CHECKS.get(kind)
+    return create_model(f"{kind.title()}CheckEntry", __base__=chk.params, __doc__=chk.doc, kind=(Literal[kind], ...))
+
+
+def _check_union(kinds: tuple[str, ...] | None = None) -> Any:
+    """The discriminated union of the registered check kinds (only ``kinds`` when given)."""
+    from suite.compare import CHECKS
+
+    return _union([_check_entry(kind) for kind in CHECKS.names() if kinds is None or kind in kinds], "kind")
+
+
+def _series_model() -> Any:
+    from suite.spec.series import SERIES_CHECK_KINDS, series_fields, series_validators
+
+    return create_model(
+        "Series",
+        __base__=SpecModel,
+        __doc__="A cross-case series: one point per selected case, curves, a fitted trend and checks on them.",
+        __validators__=series_validators(),
+        **series_fields(_check_union(SERIES_CHECK_KINDS)),
+    )
 
 
 def _metric_union(check: Any) -> Any:
@@ -210,6 +229,7 @@ def spec_model() -> type[SpecModel]:
         datasets=(list[dataset], Field(default_factory=list)),
         metrics=(list[metric], Field(..., min_length=1)),
         cases=(Cases, ...),
+        series=(list[_series_model()], Field(default_factory=list, description="Cross-case curves, fits and checks.")),
     )
 
 
@@ -219,6 +239,9 @@ def spec_json_schema() -> dict[str, Any]:
     cases = schema["$defs"]["Cases"]["properties"]
     grid = {"$ref": "#/$defs/Matrix"}
     cases["matrix"] = {"anyOf": [grid, {"type": "array", "items": grid}], "description": cases["matrix"]["description"]}
+    from suite.spec.series import patch_json_schema
+
+    patch_json_schema(schema)
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     schema["title"] = "ranksuite spec"
     return schema

@@ -11,6 +11,11 @@ residual, and ``H_L - H_o`` carries rounding errors of the size of ``H_L``: its 
 Data: the first ``n`` samples of the case's dataset, flattened to ``X`` of shape ``(n, d)`` for the data
 rank ``r = rank(X^T X)``. Targets: for ``mse`` Gaussian targets ``(n, K)`` drawn with the case seed or the
 one-hot labels; for ``cross_entropy`` the dataset's labels or uniformly random ones.
+
+Residual rank ``s = rank(Omega)``, ``Omega = E[delta x^T] = delta^T X / n``, ``delta_i = dl/dF(x_i)``
+(``(n, K)``: ``F - y`` for MSE, ``softmax(F) - onehot(y)`` for cross-entropy): it enters the functional
+Hessian ranks (Singh et al. 2021, Thm 4; Singh et al. 2023, Thm 2) and is decided by the same numpy rule
+in float64, on ``Omega`` computed in float64.
 """
 
 from __future__ import annotations
@@ -23,23 +28,28 @@ from torch import nn
 
 from suite.errors import MetricError
 from suite.linalg.rank import NumpyRule, RankRule, rank_from_singular_values
-from suite.metrics.hessian.exact import exact_hessians
+from suite.metrics.hessian.exact import _per_sample_loss, exact_hessians, parameter_functions
 from suite.metrics.registry import MetricContext, register_metric
 from suite.spec.base import SpecModel
 
-__all__ = ["HessianRankParams", "hessian_rank"]
+__all__ = ["HessianDataParams", "HessianRankParams", "hessian_rank", "residual_rank"]
 
 PARTS = ("outer", "functional", "loss")
 
 
-class HessianRankParams(SpecModel):
-    """Parameters of ``hessian_rank``."""
+class HessianDataParams(SpecModel):
+    """Loss, data, targets and rank rule: the parameters shared by ``hessian_rank`` and ``hessian_rank_hvp``."""
 
     loss: Literal["mse", "cross_entropy"] = Field("mse", description="mse: 1/2 ||F - y||^2; cross_entropy on logits.")
     n: int | None = Field(None, ge=1, description="Use the first n samples of the dataset (default: all).")
     targets: Literal["gaussian", "one_hot"] = Field("gaussian", description="mse targets: N(0, 1) draws or one-hot labels.")
     labels: Literal["data", "random"] = Field("data", description="cross_entropy / one_hot labels: the dataset's or random.")
     tolerance: RankRule = Field(default_factory=NumpyRule, description="Rank rule (Singh et al. used numpy's).")
+
+
+class HessianRankParams(HessianDataParams):
+    """Parameters of ``hessian_rank``."""
+
     max_params: int = Field(6000, ge=1, description="Refuse nets with more parameters (dense p x p Hessians).")
 
 
@@ -61,6 +71,27 @@ def _targets(params: HessianRankParams, data: Any, n: int, k: int, seed: int) ->
     return torch.randn(n, k, dtype=torch.float64, generator=gen)
 
 
+def residual_rank(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Literal["mse", "cross_entropy"]
+) -> int:
+    """Residual rank ``s = rank(Omega)``, ``Omega = delta^T X / n`` (``K x d``) (Singh et al. 2021, Thm 4).
+
+    ``delta_i = dl/dF`` at ``x_i``, the gradient of the summed per-sample loss with respect to the outputs
+    of a float64 copy of the model (:func:`suite.metrics.hessian.exact.parameter_functions`); ``X`` the flattened
+    inputs in float64. The rank uses numpy's rule with the float64 epsilon, as for the Hessians.
+
+    Returns:
+        ``s``, at most ``min(K, rank X)`` (``K - 1`` for cross-entropy, whose ``delta_i`` sum to 0).
+    """
+    params, outputs_of, _ = parameter_functions(model, inputs, targets, loss)
+    y = targets.to(torch.float64) if loss == "mse" else targets.to(torch.int64)
+    outputs = outputs_of(params).detach().requires_grad_(True)
+    (delta,) = torch.autograd.grad(_per_sample_loss(outputs, y, loss).sum(), outputs)
+    n = inputs.shape[0]
+    omega = delta.mT @ inputs.reshape(n, -1).to(torch.float64) / n
+    return rank_from_singular_values(torch.linalg.svdvals(omega), tuple(omega.shape), NumpyRule(), torch.float64).rank
+
+
 def _symmetric_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     """Singular values of a symmetric matrix, descending: ``|eigenvalues|`` from ``eigvalsh`` (LAPACK syevd),
     several times faster than a general SVD and as accurate (both backward stable)."""
@@ -71,6 +102,7 @@ def _summarize(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "p": values["n_params"],
         "r = rank(X^T X)": values["data_rank"],
+        "s = rank(E[delta x^T])": values.get("residual_rank", "-"),
         "rank H_o": values["rank_outer"],
         "rank H_f": values["rank_functional"],
         "rank H_L": values["rank_loss"],
@@ -92,8 +124,9 @@ def _details(values: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: MetricContext) -> dict[str, Any]:
     """Ranks of the outer-product, functional and loss Hessians in float64 (Singh et al. 2021, eq. 2-4).
 
-    Values: ``n_params`` p, ``n_samples``, ``data_rank`` r, ``ranks`` ``[rank H_o, rank H_f, rank H_L]``
-    (the order of the theory predictions), ``rank_outer``/``rank_functional``/``rank_loss``, and per part
+    Values: ``n_params`` p, ``n_samples``, ``data_rank`` r, ``residual_rank`` s, ``ranks``
+    ``[rank H_o, rank H_f, rank H_L]`` (the order of the theory predictions),
+    ``rank_outer``/``rank_functional``/``rank_loss``, and per part
     the threshold, ``sigma_1``, the gap and the first singular values beyond the threshold.
     """
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -108,6 +141,7 @@ def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: Me
     flat = x.reshape(n, -1)
     data_rank = rank_from_singular_values(torch.linalg.svdvals(flat), tuple(flat.shape), NumpyRule(), torch.float64).rank  # = rank(X^T X)
     out: dict[str, Any] = {"n_params": parts.n_params, "n_samples": n, "n_outputs": k, "data_rank": data_rank}
+    out["residual_rank"] = residual_rank(model, x, y, params.loss)
     sigma_loss = _symmetric_singular_values(parts.loss)
     for part in ("loss", "outer", "functional"):
         matrix = getattr(parts, part)
