@@ -26,7 +26,7 @@ from suite.errors import MetricError
 from suite.linalg.rank import ExplicitRule, FengRule, NumpyRule, rank_from_singular_values
 from suite.metrics.hessian.exact import Loss, exact_hessians
 from suite.metrics.hessian.hvp import hessian_operators
-from suite.metrics.hessian.rank import PARTS, HessianDataParams, _symmetric_singular_values, _targets, residual_rank
+from suite.metrics.hessian.rank import PARTS, HessianDataParams, hessian_part_ranks, _targets, residual_rank
 from suite.metrics.hessian.sketch import SketchRank, sketch_rank
 from suite.metrics.registry import MetricContext, register_metric
 
@@ -71,16 +71,8 @@ def dense_hessian_ranks(
 ) -> list[int]:
     """``[rank H_o, rank H_f, rank H_L]`` of the dense ``exact_hessians``, decided as ``hessian_rank`` decides
     them (``|eigvalsh|``, the rule at shape ``(p, p)`` and float64, ``H_f`` on the scale of ``sigma_1(H_L)``)."""
-    rule = rule or NumpyRule()
-    parts = exact_hessians(model, inputs, targets, loss)
-    sigma_loss = _symmetric_singular_values(parts.loss)
-    ranks = {}
-    for part in PARTS:
-        matrix = getattr(parts, part)
-        sigma = sigma_loss if part == "loss" else _symmetric_singular_values(matrix)
-        scale = float(sigma_loss[0]) if part == "functional" else None
-        ranks[part] = rank_from_singular_values(sigma, tuple(matrix.shape), rule, torch.float64, scale=scale).rank
-    return [ranks[part] for part in PARTS]
+    ranks = hessian_part_ranks(exact_hessians(model, inputs, targets, loss), rule or NumpyRule())
+    return [ranks[part].rank for part in PARTS]
 
 
 def sketched_hessian_ranks(

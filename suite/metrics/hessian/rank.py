@@ -27,12 +27,12 @@ from pydantic import Field
 from torch import nn
 
 from suite.errors import MetricError
-from suite.linalg.rank import NumpyRule, RankRule, rank_from_singular_values
-from suite.metrics.hessian.exact import _per_sample_loss, exact_hessians, parameter_functions
+from suite.linalg.rank import NumpyRule, RankResult, RankRule, rank_from_singular_values
+from suite.metrics.hessian.exact import HessianParts, _per_sample_loss, exact_hessians, parameter_functions
 from suite.metrics.registry import MetricContext, register_metric
 from suite.spec.base import SpecModel
 
-__all__ = ["HessianDataParams", "HessianRankParams", "hessian_rank", "residual_rank"]
+__all__ = ["HessianDataParams", "HessianRankParams", "hessian_part_ranks", "hessian_rank", "residual_rank"]
 
 PARTS = ("outer", "functional", "loss")
 
@@ -92,6 +92,20 @@ def residual_rank(
     return rank_from_singular_values(torch.linalg.svdvals(omega), tuple(omega.shape), NumpyRule(), torch.float64).rank
 
 
+def hessian_part_ranks(parts: HessianParts, rule: RankRule) -> dict[str, RankResult]:
+    """Numerical ranks of ``H_L``, ``H_o`` and ``H_f`` (keys ``loss``, ``outer``, ``functional``) from the
+    ``|eigvalsh|`` of each matrix in float64, by ``rule`` at shape ``(p, p)``. ``H_f = H_L - H_o`` carries
+    rounding errors of the size of ``H_L``, so its threshold is taken at ``max(sigma_1(H_f), sigma_1(H_L))``."""
+    sigma_loss = _symmetric_singular_values(parts.loss)
+    out = {}
+    for part in ("loss", "outer", "functional"):
+        matrix = getattr(parts, part)
+        sigma = sigma_loss if part == "loss" else _symmetric_singular_values(matrix)
+        scale = float(sigma_loss[0]) if part == "functional" else None
+        out[part] = rank_from_singular_values(sigma, tuple(matrix.shape), rule, torch.float64, scale=scale)
+    return out
+
+
 def _symmetric_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     """Singular values of a symmetric matrix, descending: ``|eigenvalues|`` from ``eigvalsh`` (LAPACK syevd),
     several times faster than a general SVD and as accurate (both backward stable)."""
@@ -142,13 +156,7 @@ def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: Me
     data_rank = rank_from_singular_values(torch.linalg.svdvals(flat), tuple(flat.shape), NumpyRule(), torch.float64).rank  # = rank(X^T X)
     out: dict[str, Any] = {"n_params": parts.n_params, "n_samples": n, "n_outputs": k, "data_rank": data_rank}
     out["residual_rank"] = residual_rank(model, x, y, params.loss)
-    sigma_loss = _symmetric_singular_values(parts.loss)
-    for part in ("loss", "outer", "functional"):
-        matrix = getattr(parts, part)
-        sigma = sigma_loss if part == "loss" else _symmetric_singular_values(matrix)
-        # H_f = H_L - H_o carries rounding errors of the size of H_L: its threshold is on that scale
-        scale = float(sigma_loss[0]) if part == "functional" else None
-        res = rank_from_singular_values(sigma, tuple(matrix.shape), params.tolerance, torch.float64, scale=scale)
+    for part, res in hessian_part_ranks(parts, params.tolerance).items():
         out[part] = {"rank": res.rank, "threshold": res.threshold, "sigma_max": res.sigma_max, "gap": res.gap}
         out[f"rank_{part}"] = res.rank
     out["ranks"] = [out["rank_outer"], out["rank_functional"], out["rank_loss"]]
