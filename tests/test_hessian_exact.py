@@ -116,3 +116,21 @@ def test_formulas_reproduce_the_released_stored_results():
     assert [p.functional for p in pred] == rank_f
     assert [p.outer for p in pred] == rank_o
     assert [p.loss for p in pred] == rank_l
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_dense_and_matrix_free_hessians_stay_on_the_parameters_device(loss):
+    """Every tensor made inside the Hessian code follows the parameters' device. The ``meta`` device stands in
+    for CUDA on a CPU-only machine: a tensor created on the CPU (unit cotangents, the output Hessian, the
+    preallocated rows) fails the product with "expected device meta but got cpu", as it would on a GPU."""
+    from suite.metrics.hessian.hvp import hessian_operators
+
+    model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False)).to("meta")
+    x = torch.empty(5, 4, device="meta")
+    y = torch.empty(5, 2, device="meta") if loss == "mse" else torch.zeros(5, dtype=torch.int64, device="meta")
+    parts = exact_hessians(model, x, y, loss)
+    assert {parts.loss.device.type, parts.outer.device.type, parts.functional.device.type} == {"meta"}
+    assert parts.n_params == 18
+    ops = hessian_operators(model, x, y, loss)
+    block = torch.empty(18, 3, dtype=torch.float64, device="meta")
+    assert {ops.loss(block).device.type, ops.outer(block).device.type, ops.functional(block).device.type} == {"meta"}

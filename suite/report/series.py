@@ -35,8 +35,8 @@ def _theory_cell(measured: float | None, predicted: float | None, relation: str 
     text = ("≤ " if relation == "bound" else "") + _num(predicted)
     if measured is None:
         return text
-    if relation != "bound" and measured == predicted:
-        return text + " (=)"
+    if measured == predicted and (relation != "bound" or predicted == 0):
+        return text + " (=)"  # a zero bound attained has no ratio
     ratio = f"{measured / predicted:.4g}" if predicted else "inf"
     return f"{text} (measured/predicted {ratio})"
 

@@ -59,7 +59,7 @@ def _output_hessian(outputs: torch.Tensor, loss: Loss) -> torch.Tensor:
     """``d^2 l / dF^2`` per sample, ``(n, K, K)``: identity (MSE) or ``diag(p) - p p^T`` (cross-entropy)."""
     n, k = outputs.shape
     if loss == "mse":
-        return torch.eye(k, dtype=outputs.dtype).expand(n, k, k).contiguous()
+        return torch.eye(k, dtype=outputs.dtype, device=outputs.device).expand(n, k, k).contiguous()
     prob = torch.softmax(outputs, dim=-1)
     return torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
 
@@ -96,7 +96,8 @@ def _dense_rows(vjp_fn, cotangent_of, n_rows: int, params: dict[str, torch.Tenso
     output. ``cotangent_of`` maps a ``(c, n_rows)`` block of unit rows to the batched cotangent.
     """
     p = sum(int(v.numel()) for v in params.values())
-    out = torch.empty(n_rows, p, dtype=torch.float64)
+    device = next(iter(params.values())).device
+    out = torch.empty(n_rows, p, dtype=torch.float64, device=device)
 
     def row(cotangent: Any) -> torch.Tensor:
         (grads,) = vjp_fn(cotangent)
@@ -105,8 +106,8 @@ def _dense_rows(vjp_fn, cotangent_of, n_rows: int, params: dict[str, torch.Tenso
     rows = vmap(row)
     for start in range(0, n_rows, HESSIAN_CHUNK):
         stop = min(start + HESSIAN_CHUNK, n_rows)
-        unit = torch.zeros(stop - start, n_rows, dtype=torch.float64)
-        unit[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+        unit = torch.zeros(stop - start, n_rows, dtype=torch.float64, device=device)
+        unit[torch.arange(stop - start, device=device), torch.arange(start, stop, device=device)] = 1.0
         out[start:stop] = rows(cotangent_of(unit))
     return out
 

@@ -23,16 +23,15 @@ from pydantic import Field
 from torch import nn
 
 from suite.errors import MetricError
-from suite.linalg.rank import ExplicitRule, FengRule, NumpyRule, rank_from_singular_values
+from suite.linalg.rank import NumpyRule, RankRule
 from suite.metrics.hessian.exact import Loss, exact_hessians
 from suite.metrics.hessian.hvp import hessian_operators
-from suite.metrics.hessian.rank import PARTS, HessianDataParams, hessian_part_ranks, _targets, residual_rank
+from suite.metrics.hessian.rank import PARTS, HessianDataParams, hessian_part_ranks, hessian_problem
 from suite.metrics.hessian.sketch import SketchRank, sketch_rank
 from suite.metrics.registry import MetricContext, register_metric
 
 __all__ = ["HessianRankHVPParams", "dense_hessian_ranks", "hessian_rank_hvp", "sketched_hessian_ranks"]
 
-Rule = FengRule | NumpyRule | ExplicitRule
 
 _N_BELOW = 3  # Ritz values below the threshold recorded per part
 
@@ -67,7 +66,7 @@ def _part_info(res: SketchRank) -> dict[str, Any]:
 
 
 def dense_hessian_ranks(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss, rule: Rule | None = None
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss, rule: RankRule | None = None
 ) -> list[int]:
     """``[rank H_o, rank H_f, rank H_L]`` of the dense ``exact_hessians``, decided as ``hessian_rank`` decides
     them (``|eigvalsh|``, the rule at shape ``(p, p)`` and float64, ``H_f`` on the scale of ``sigma_1(H_L)``)."""
@@ -80,7 +79,7 @@ def sketched_hessian_ranks(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss: Loss,
-    rule: Rule | None = None,
+    rule: RankRule | None = None,
     *,
     oversample: int = 10,
     block: int = 64,
@@ -140,7 +139,7 @@ def _details(values: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-@register_metric(HessianRankHVPParams, needs_data=True, summarize=_summarize, details=_details)
+@register_metric(HessianRankHVPParams, needs_data=True, version=2, summarize=_summarize, details=_details)  # 2: stop rule confirmed by one more block
 def hessian_rank_hvp(model: nn.Module, data: Any, params: HessianRankHVPParams, ctx: MetricContext) -> dict[str, Any]:
     """Ranks of the outer-product, functional and loss Hessians from Hessian-vector products (float64).
 
@@ -156,18 +155,13 @@ def hessian_rank_hvp(model: nn.Module, data: Any, params: HessianRankHVPParams, 
     Raises:
         MetricError: when a sketch reaches ``max_sketch`` before its stop rule holds.
     """
-    device = next(model.parameters()).device
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n = data.inputs.shape[0] if params.n is None else min(params.n, data.inputs.shape[0])
-    x = data.inputs[:n].to(device, torch.float64)
-    with torch.no_grad():
-        k = int(model(x[:1].to(next(model.parameters()).dtype)).shape[-1])
-    y = _targets(params, data, n, k, ctx.seed).to(device)
-    flat = x.reshape(n, -1)
-    sigma_x = torch.linalg.svdvals(flat)
-    data_rank = rank_from_singular_values(sigma_x, tuple(flat.shape), NumpyRule(), torch.float64).rank  # rank(X^T X)
-    out: dict[str, Any] = {"n_params": n_params, "n_samples": n, "n_outputs": k, "data_rank": data_rank}
-    out["residual_rank"] = residual_rank(model, x, y, params.loss)
+    problem = hessian_problem(model, data, params, ctx.seed)
+    x, y = problem.inputs, problem.targets
+    out: dict[str, Any] = {
+        "n_params": n_params, "n_samples": problem.n_samples, "n_outputs": problem.n_outputs,
+        "data_rank": problem.data_rank, "residual_rank": problem.residual_rank,
+    }
     sketches = sketched_hessian_ranks(
         model, x, y, params.loss, params.tolerance, oversample=params.oversample, block=params.block,
         max_sketch=params.max_sketch, seed=ctx.seed,

@@ -20,6 +20,7 @@ in float64, on ``Omega`` computed in float64.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -32,7 +33,7 @@ from suite.metrics.hessian.exact import HessianParts, _per_sample_loss, exact_he
 from suite.metrics.registry import MetricContext, register_metric
 from suite.spec.base import SpecModel
 
-__all__ = ["HessianDataParams", "HessianRankParams", "hessian_part_ranks", "hessian_rank", "residual_rank"]
+__all__ = ["HessianDataParams", "HessianProblem", "HessianRankParams", "hessian_part_ranks", "hessian_problem", "hessian_rank", "residual_rank"]
 
 PARTS = ("outer", "functional", "loss")
 
@@ -53,7 +54,7 @@ class HessianRankParams(HessianDataParams):
     max_params: int = Field(6000, ge=1, description="Refuse nets with more parameters (dense p x p Hessians).")
 
 
-def _targets(params: HessianRankParams, data: Any, n: int, k: int, seed: int) -> torch.Tensor:
+def _targets(params: HessianDataParams, data: Any, n: int, k: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     needs_labels = params.loss == "cross_entropy" or params.targets == "one_hot"
     if needs_labels:
@@ -69,6 +70,47 @@ def _targets(params: HessianRankParams, data: Any, n: int, k: int, seed: int) ->
             return labels
         return nn.functional.one_hot(labels, k).to(torch.float64)
     return torch.randn(n, k, dtype=torch.float64, generator=gen)
+
+
+@dataclass(frozen=True)
+class HessianProblem:
+    """The data a Hessian-rank metric differentiates: inputs ``(n, ...)`` and targets (``(n, K)`` floats for
+    MSE, ``(n,)`` labels for cross-entropy), float64 on the model's device, with ``K``, the data rank
+    ``r = rank(X^T X)`` and the residual rank ``s = rank(E[delta x^T])``."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    n_outputs: int
+    data_rank: int
+    residual_rank: int
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+def hessian_problem(model: nn.Module, data: Any, params: HessianDataParams, seed: int) -> HessianProblem:
+    """Select the first ``n`` samples, draw or read the targets (seeded) and measure ``r`` and ``s``.
+
+    Raises:
+        MetricError: ``n`` exceeds the dataset; the model does not accept the dataset's sample shape; the
+            labels do not fit the outputs.
+    """
+    device = next(model.parameters()).device
+    available = int(data.inputs.shape[0])
+    if params.n is not None and params.n > available:
+        raise MetricError(f"n = {params.n} but the dataset has {available} samples")
+    n = available if params.n is None else params.n
+    x = data.inputs[:n].to(device, torch.float64)
+    try:
+        with torch.no_grad():
+            k = int(model(x[:1].to(next(model.parameters()).dtype)).shape[-1])
+    except RuntimeError as exc:
+        raise MetricError(f"the model does not accept the dataset's samples of shape {tuple(x.shape[1:])}: {exc}") from exc
+    y = _targets(params, data, n, k, seed).to(device)
+    flat = x.reshape(n, -1)
+    data_rank = rank_from_singular_values(torch.linalg.svdvals(flat), tuple(flat.shape), NumpyRule(), torch.float64).rank
+    return HessianProblem(x, y, k, data_rank, residual_rank(model, x, y, params.loss))
 
 
 def residual_rank(
@@ -140,22 +182,17 @@ def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: Me
 
     Values: ``n_params`` p, ``n_samples``, ``data_rank`` r, ``residual_rank`` s, ``ranks``
     ``[rank H_o, rank H_f, rank H_L]`` (the order of the theory predictions),
-    ``rank_outer``/``rank_functional``/``rank_loss``, and per part
-    the threshold, ``sigma_1``, the gap and the first singular values beyond the threshold.
+    ``rank_outer``/``rank_functional``/``rank_loss``, and per part the threshold, ``sigma_1`` and the gap.
     """
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if n_params > params.max_params:
         raise MetricError(f"{n_params} parameters: the dense Hessian needs max_params >= {n_params} (now {params.max_params})")
-    n = data.inputs.shape[0] if params.n is None else min(params.n, data.inputs.shape[0])
-    x = data.inputs[:n].to(torch.float64)
-    with torch.no_grad():
-        k = int(model(x[:1].to(next(model.parameters()).dtype)).shape[-1])
-    y = _targets(params, data, n, k, ctx.seed)
-    parts = exact_hessians(model, x, y, params.loss)
-    flat = x.reshape(n, -1)
-    data_rank = rank_from_singular_values(torch.linalg.svdvals(flat), tuple(flat.shape), NumpyRule(), torch.float64).rank  # = rank(X^T X)
-    out: dict[str, Any] = {"n_params": parts.n_params, "n_samples": n, "n_outputs": k, "data_rank": data_rank}
-    out["residual_rank"] = residual_rank(model, x, y, params.loss)
+    problem = hessian_problem(model, data, params, ctx.seed)
+    parts = exact_hessians(model, problem.inputs, problem.targets, params.loss)
+    out: dict[str, Any] = {
+        "n_params": parts.n_params, "n_samples": problem.n_samples, "n_outputs": problem.n_outputs,
+        "data_rank": problem.data_rank, "residual_rank": problem.residual_rank,
+    }
     for part, res in hessian_part_ranks(parts, params.tolerance).items():
         out[part] = {"rank": res.rank, "threshold": res.threshold, "sigma_max": res.sigma_max, "gap": res.gap}
         out[f"rank_{part}"] = res.rank

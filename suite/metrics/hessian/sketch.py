@@ -15,7 +15,7 @@ decomposition), in float64:
    ``sigma_1 n eps(float64)``, feng ``eps_base n sigma_1``, explicit ``max(atol, rtol sigma_1)``; ``scale``
    replaces ``sigma_1`` by ``max(sigma_1, scale)`` as for ``H_f`` in ``hessian_rank``).
 4. Stop when ``k - rank >= oversample`` (the sketch holds ``oversample`` directions beyond the counted
-   rank), or when ``k = n`` (then ``Q`` is a basis of ``R^n``, ``T`` is similar to ``H`` and the Ritz values
+   rank) at two consecutive checks one fresh block apart with the same rank, or when ``k = n`` (then ``Q`` is a basis of ``R^n``, ``T`` is similar to ``H`` and the Ritz values
    are its eigenvalues: the dense answer).
 
 Check points (where ``eigvalsh(T)``, ``O(k^3)``, is paid): when at least ``min(oversample, b)`` columns of
@@ -42,7 +42,17 @@ range is captured, ``T`` is a compression of ``H`` and Cauchy interlacing bounds
 (smallest) eigenvalue by that of ``H``: the Ritz count on each side of ``+-threshold`` never exceeds the true
 count and does not decrease as ``k`` grows, so the estimate approaches the rank from below. The stop rule
 asks for ``oversample`` directions to spare, the oversampling for which HMT (Sec. 10) bound the range
-error by a small multiple of the tail ``sigma_{r+1}``, here the rounding floor.
+error by a small multiple of the tail ``sigma_{r+1}``, here the rounding floor. Spare directions alone
+are no proof that the range is captured: for an indefinite operator, a basis that holds only part of an
+eigenspace with eigenvalues of both signs just above the threshold has Ritz values near zero there (a
+Rayleigh quotient mixes the signs), which pass for spare directions. So the count must also survive one
+more fresh Gaussian block: the images of ``b`` new vectors, projected off the basis, span a random part of
+whatever was missed, and the compression of ``H`` to them has Ritz values spread over the missed
+eigenvalues' range, so the count rises (the test ``test_sketch_is_not_fooled_by_mixed_signs`` plants 200
+eigenvalues at ``+-3`` thresholds beside 40 at ``+-1``: without the extra block the sketch stopped at 50).
+This is a heuristic check, not a certificate; the a-posteriori bound of HMT Sec. 4.3 would certify the
+range to ``||(I - QQ^T) H|| <= threshold`` but sits ``~sqrt(n)`` above the rounding floor of the residual,
+so it would grow most sketches to ``k = n``.
 
 Costs: ``2k`` operator applications, ``~5 n k^2`` flops of orthogonalisation and Rayleigh-Ritz block
 columns, ``eigvalsh`` of ``k x k`` at each check point; memory ``n k`` for ``Q``. The basis is built from
@@ -58,11 +68,10 @@ from dataclasses import dataclass
 
 import torch
 
-from suite.linalg.rank import ExplicitRule, FengRule, NumpyRule, rank_from_singular_values, rank_threshold
+from suite.linalg.rank import NumpyRule, RankRule, rank_from_singular_values, rank_threshold
 
 __all__ = ["SketchRank", "sketch_rank"]
 
-Rule = FengRule | NumpyRule | ExplicitRule
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,7 @@ class _Growing:
 def sketch_rank(
     apply: Callable[[torch.Tensor], torch.Tensor],
     n: int,
-    rule: Rule | None = None,
+    rule: RankRule | None = None,
     *,
     scale: float | None = None,
     oversample: int = 10,
@@ -213,6 +222,7 @@ def sketch_rank(
     f64 = torch.float64
     sketch = _Growing(n, limit, start=max(8 * block, 512), device=device)
     matvecs = checks = next_check = 0
+    tentative: int | None = None  # rank at a check where the spare-direction rule first held
     sigma_est = 0.0  # running lower bound on sigma_1: max ||H q|| over unit basis vectors
     while True:
         k = sketch.k
@@ -235,7 +245,11 @@ def sketch_rank(
         ritz = sketch.ritz_values().abs().sort(descending=True).values
         res = rank_from_singular_values(ritz, (n, n), rule, f64, scale=scale)
         exact = k == n
-        converged = exact or k - res.rank >= oversample
+        spare = k - res.rank >= oversample
+        # a tentative stop must survive one more fresh block: on an indefinite operator, Ritz values of a
+        # partly captured range can sit near zero although every eigenvalue is above the threshold
+        converged = exact or (spare and tentative == res.rank)
+        tentative = res.rank if spare else None
         if converged or k >= limit:
             return SketchRank(
                 rank=res.rank,
@@ -251,4 +265,4 @@ def sketch_rank(
                 checks=checks,
                 ritz=ritz.cpu(),
             )
-        next_check = max(k + block, math.ceil(growth * k))
+        next_check = k if tentative is not None else max(k + block, math.ceil(growth * k))
