@@ -6,8 +6,9 @@
 * :mod:`.sketch` -- numerical rank of a symmetric operator from a randomised range sketch and Rayleigh-Ritz.
 * :mod:`.hvp_rank` -- ``hessian_rank_hvp``: the ranks through products, for nets too large for dense Hessians.
 
-Closed forms for deep linear networks are in :mod:`suite.theory.hessian`. Not built yet (issue 6): the
-linear-CNN bounds, sweeps and their plots.
+Closed forms for deep linear FCNs are in :mod:`suite.theory.hessian`, the bounds for deep linear CNNs (the
+builtin ``cnn_fc``) in :mod:`suite.theory.hessian_cnn`; sweeps and their plots are spec-level ``series:``
+(:mod:`suite.compare.series`).
 """
 
 from suite.metrics.hessian import hvp_rank as _hvp_rank  # noqa: F401  (registers hessian_rank_hvp)
