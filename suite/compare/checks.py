@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from suite.compare.registry import CheckContext, Verdict, register_check
 from suite.compare.tolerance import ExactTolerance, Tolerance, describe, mismatches
+from suite.keys import walk
 from suite.spec.base import SpecModel
 
 __all__ = ["MISSING", "BaselineCheck", "CheckParams", "MonotoneCheck", "RangeCheck", "TheoryCheck", "label", "lookup"]
@@ -33,15 +34,8 @@ def label(check: Any) -> str:
 
 def lookup(values: dict[str, Any], key: str) -> Any:
     """Value at dotted ``key`` (``ranks``, ``ranks.0``, ``layers.fc.rank``) or ``MISSING``."""
-    node: Any = values
-    for part in key.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return MISSING
-    return node
+    value, why = walk(values, key.split("."))
+    return MISSING if why else value
 
 
 def _missing_key(check: Any, ctx: CheckContext) -> Verdict:

@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from suite.registry import suggest, unknown_name_message
+from suite.keys import walk
+from suite.registry import unknown_name_message
 from suite.spec.base import SpecModel
 
 if TYPE_CHECKING:
@@ -225,27 +226,6 @@ def is_config_key(key: str) -> bool:
     return key.split(".", 1)[0] in CONFIG_PREFIXES and "." in key
 
 
-def _walk(node: Any, parts: Sequence[str]) -> tuple[Any, str | None]:
-    """``(value, None)`` at ``parts`` below ``node``, or ``(None, why)`` naming the first part that fails."""
-    done: list[str] = []
-    for part in parts:
-        if isinstance(node, dict):
-            if part not in node:
-                here = ".".join(done) or "top level"
-                close = suggest(part, [str(k) for k in node], n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                return None, f"no {part!r} at {here}{hint}; have: {', '.join(map(str, node)) or 'nothing'}"
-            node = node[part]
-        elif isinstance(node, list):
-            if not (part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node)):
-                return None, f"index {part!r} out of range at {'.'.join(done)} (a list of {len(node)})"
-            node = node[int(part)]
-        else:
-            return None, f"{'.'.join(done)} is {node!r}, not a mapping or list"
-        done.append(part)
-    return node, None
-
-
 def _config(case: Case, prefix: str) -> Any:
     entry = getattr(case, prefix)
     return None if entry is None else entry.model_dump(mode="json")
@@ -266,13 +246,13 @@ def axis_value(axis: SeriesAxis, case: Case, values: dict[str, Any] | None) -> t
         node = _config(case, parts[0])
         if node is None:
             return None, f"case {case.id} has no {parts[0]}"
-        value, why = _walk(node, parts[1:])
+        value, why = walk(node, parts[1:])
         if why is not None:
             return None, f"{axis.key}: {why}"
     else:
         if values is None:
             return None, None
-        value, why = _walk(values, parts)
+        value, why = walk(values, parts)
         if why is not None:
             return None, f"key {axis.key!r} not in the values: {why}"
     if axis.reduce is not None:
