@@ -134,3 +134,19 @@ def test_dense_and_matrix_free_hessians_stay_on_the_parameters_device(loss):
     ops = hessian_operators(model, x, y, loss)
     block = torch.empty(18, 3, dtype=torch.float64, device="meta")
     assert {ops.loss(block).device.type, ops.outer(block).device.type, ops.functional(block).device.type} == {"meta"}
+
+
+def test_cross_entropy_form_equals_torch_cross_entropy_even_for_large_logits():
+    """The per-sample loss uses ``logsumexp(F) - F_y`` (cheaper second derivative); it must equal
+    ``torch.nn.functional.cross_entropy`` to rounding, including logits of size 1e3 where a naive
+    ``log(sum(exp))`` overflows."""
+    from suite.metrics.hessian.exact import _per_sample_loss
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1.0, 1e3):
+        logits = scale * torch.randn(20, 7, dtype=torch.float64, generator=gen)
+        labels = torch.randint(0, 7, (20,), generator=gen)
+        ours = _per_sample_loss(logits, labels, "cross_entropy")
+        ref = nn.functional.cross_entropy(logits, labels, reduction="none")
+        assert torch.isfinite(ours).all()
+        assert torch.allclose(ours, ref, rtol=1e-13, atol=1e-13 * scale)
