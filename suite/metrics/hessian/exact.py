@@ -104,8 +104,7 @@ def _dense_rows(vjp_fn, cotangent_of, n_rows: int, params: dict[str, torch.Tenso
     out = torch.empty(n_rows, p, dtype=torch.float64, device=device)
 
     def row(cotangent: Any) -> torch.Tensor:
-        (grads,) = vjp_fn(cotangent)
-        return torch.cat([g.reshape(-1) for g in grads.values()])
+        return join_flat(vjp_fn(cotangent)[0])
 
     rows = vmap(row)
     for start in range(0, n_rows, HESSIAN_CHUNK):
@@ -116,25 +115,29 @@ def _dense_rows(vjp_fn, cotangent_of, n_rows: int, params: dict[str, torch.Tenso
     return out
 
 
-def _split_like(params: dict[str, torch.Tensor]):
-    """``(c, p)`` rows -> dict of ``(c, *shape)`` blocks, in the order of ``params``."""
+def split_flat(params: dict[str, torch.Tensor]):
+    """``(..., p)`` flat vectors -> dict of ``(..., *shape)`` views, in the order of ``params`` (the flattened
+    order of every ``p``-vector and ``p x p`` matrix in the Hessian code); :func:`join_flat` inverts it."""
+    sizes = [int(v.numel()) for v in params.values()]
 
-    def split(rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        for name, value in params.items():
-            size = int(value.numel())
-            out[name] = rows[:, i : i + size].reshape(rows.shape[0], *value.shape)
-            i += size
-        return out
+    def split(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        lead = flat.shape[:-1]
+        parts = torch.split(flat, sizes, dim=-1)
+        return {name: part.reshape(*lead, *value.shape) for (name, value), part in zip(params.items(), parts)}
 
     return split
+
+
+def join_flat(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A dict of parameter-shaped tensors (in parameter order) -> one flat ``(p,)`` vector."""
+    return torch.cat([t.reshape(-1) for t in tensors.values()])
 
 
 def _loss_hessian_of(params: dict[str, torch.Tensor], mean_loss) -> torch.Tensor:
     """``H_L`` rows as vector-Jacobian products of the gradient (reverse over reverse), symmetrised."""
     p = sum(int(v.numel()) for v in params.values())
     _, vjp_fn = vjp(grad(mean_loss), params)
-    return symmetrize_(_dense_rows(vjp_fn, _split_like(params), p, params))
+    return symmetrize_(_dense_rows(vjp_fn, split_flat(params), p, params))
 
 
 def symmetrize_(matrix: torch.Tensor, tile: int = 128) -> torch.Tensor:

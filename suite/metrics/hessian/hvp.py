@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import grad, jvp, vjp, vmap
 
-from suite.metrics.hessian.exact import Loss, parameter_functions
+from suite.metrics.hessian.exact import Loss, join_flat, parameter_functions, split_flat
 
 __all__ = ["HessianOperators", "hessian_operators"]
 
@@ -79,24 +79,6 @@ def _blockwise(fn: Callable[[torch.Tensor], torch.Tensor], batching: Batching) -
     return apply
 
 
-Params = dict[str, torch.Tensor]
-
-
-def _split_flat(params: Params) -> tuple[Callable[[torch.Tensor], Params], Callable[[Params], torch.Tensor]]:
-    """``(split, join)``: a flat ``(p,)`` vector to a dict shaped like ``params`` (views) and back."""
-    names = list(params)
-    sizes = [int(params[k].numel()) for k in names]
-    shapes = [params[k].shape for k in names]
-
-    def split(v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: part.reshape(s) for k, part, s in zip(names, torch.split(v, sizes), shapes)}
-
-    def join(d: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([d[k].reshape(-1) for k in names])
-
-    return split, join
-
-
 def hessian_operators(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss, batching: Batching = "vmap"
 ) -> HessianOperators:
@@ -115,7 +97,7 @@ def hessian_operators(
         :class:`HessianOperators` whose block products are float64 ``(p, b)``.
     """
     params, outputs_of, mean_loss = parameter_functions(model, inputs, targets, loss)
-    split, join = _split_flat(params)
+    split, join = split_flat(params), join_flat
     grad_loss = grad(mean_loss)
     outputs, pullback = vjp(outputs_of, params)  # reverse graph of F kept for every J^T u
     outputs = outputs.detach()

@@ -26,7 +26,7 @@ from suite.errors import MetricError
 from suite.linalg.rank import NumpyRule, RankRule
 from suite.metrics.hessian.exact import Loss, exact_hessians
 from suite.metrics.hessian.hvp import hessian_operators
-from suite.metrics.hessian.rank import PARTS, HessianDataParams, hessian_part_ranks, hessian_problem
+from suite.metrics.hessian.rank import PARTS, HessianDataParams, hessian_part_ranks, hessian_problem, summarize_ranks
 from suite.metrics.hessian.sketch import SketchRank, sketch_rank
 from suite.metrics.registry import MetricContext, register_metric
 
@@ -105,17 +105,7 @@ def sketched_hessian_ranks(
 
 
 def _summarize(values: dict[str, Any]) -> dict[str, Any]:
-    p = values["n_params"]
-    row = {
-        "p": p,
-        "r = rank(X^T X)": values["data_rank"],
-        "s = rank(E[delta x^T])": values["residual_rank"],
-        "rank H_o": values["rank_outer"],
-        "rank H_f": values["rank_functional"],
-        "rank H_L": values["rank_loss"],
-        "H_L rank / p": f"{values['rank_loss'] / p:.3f}",
-        "matvecs / p": f"{sum(values['matvecs']) / p:.2f}",
-    }
+    row = {**summarize_ranks(values), "matvecs / p": f"{sum(values['matvecs']) / values['n_params']:.2f}"}
     if "exact_ranks" in values:
         row["dense agrees"] = "yes" if values["exact_ranks"] == values["ranks"] else "NO"
     return row

@@ -154,7 +154,7 @@ def _symmetric_singular_values(matrix: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(matrix).abs().sort(descending=True).values
 
 
-def _summarize(values: dict[str, Any]) -> dict[str, Any]:
+def summarize_ranks(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "p": values["n_params"],
         "r = rank(X^T X)": values["data_rank"],
@@ -176,7 +176,7 @@ def _details(values: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-@register_metric(HessianRankParams, needs_data=True, summarize=_summarize, details=_details)
+@register_metric(HessianRankParams, needs_data=True, summarize=summarize_ranks, details=_details)
 def hessian_rank(model: nn.Module, data: Any, params: HessianRankParams, ctx: MetricContext) -> dict[str, Any]:
     """Ranks of the outer-product, functional and loss Hessians in float64 (Singh et al. 2021, eq. 2-4).
 
